@@ -1,0 +1,91 @@
+"""Routing heads: the small attention network that decides, per sample, how a dynamic convolution mixes K branches.
+
+The coursework block routes with ``softmax(Linear(AdaptiveAvgPool2d(x)))``. The same head, with a temperature,
+is the attention of Dynamic Convolution (Chen et al., "Dynamic Convolution: Attention over Convolution Kernels",
+CVPR 2020, https://arxiv.org/abs/1912.03458), and with a sigmoid gate the routing function of CondConv (Yang et al.,
+"CondConv: Conditionally Parameterized Convolutions for Efficient Inference", NeurIPS 2019,
+https://arxiv.org/abs/1904.04971).
+
+There is deliberately no BatchNorm in the head: a BatchNorm over the pooled (B, C) vector cannot train at batch size 1.
+"""
+from typing import Optional, Type
+
+import torch
+from einops.layers.torch import Reduce
+from torch import nn
+
+from ._checks import check_positive_float, check_positive_int
+
+_GATES = ("softmax", "sigmoid")
+
+
+class RoutingHead(nn.Module):
+    """Global average pool -> [Linear -> act] -> Linear -> gate, giving one weight per branch and sample.
+
+    Args:
+        in_channels: Channels C of the input feature map.
+        num_experts: Number of branches or kernels K to weight.
+        hidden_channels: Width of an optional hidden layer; ``None`` maps the pooled features straight to K logits
+            (the coursework head).
+        temperature: Logits are divided by it before the gate. Large values flatten a softmax towards uniform
+            weights; Dynamic Convolution anneals it from 30 to 1. Change it during training with
+            :meth:`set_temperature`.
+        gate: ``"softmax"`` (weights sum to one, coursework and Dynamic Convolution) or ``"sigmoid"`` (independent
+            weights in (0, 1), CondConv).
+        act_layer: Activation after the hidden layer.
+
+    Shape:
+        - Input: (B, C, H, W)
+        - Output: (B, K)
+
+    Example:
+        >>> head = RoutingHead(16, num_experts=4)
+        >>> weights = head(torch.randn(2, 16, 8, 8))
+        >>> weights.shape, torch.allclose(weights.sum(dim=1), torch.ones(2))
+        (torch.Size([2, 4]), True)
+    """
+
+    def __init__(
+            self,
+            in_channels: int,
+            num_experts: int,
+            *,
+            hidden_channels: Optional[int] = None,
+            temperature: float = 1.0,
+            gate: str = "softmax",
+            act_layer: Type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("num_experts", num_experts)
+        if hidden_channels is not None:
+            check_positive_int("hidden_channels", hidden_channels)
+        if gate not in _GATES:
+            raise ValueError(f"gate must be one of {_GATES}, got {gate!r}")
+        self.num_experts = num_experts
+        self.gate = gate
+        self.pool = Reduce("b c h w -> b c", "mean")
+        if hidden_channels is None:
+            self.hidden = nn.Identity()
+            fc_in = in_channels
+        else:
+            self.hidden = nn.Sequential(nn.Linear(in_channels, hidden_channels), act_layer())
+            fc_in = hidden_channels
+        self.fc = nn.Linear(fc_in, num_experts)
+        # a buffer rather than a float attribute, so changing it neither recompiles a torch.compile'd model
+        # nor ends up in the state dict
+        self.register_buffer("temperature", torch.tensor(check_positive_float("temperature", temperature)),
+                             persistent=False)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set the temperature that divides the logits (e.g. from an annealing schedule)."""
+        self.temperature.fill_(check_positive_float("temperature", temperature))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.fc(self.hidden(self.pool(x))) / self.temperature
+        if self.gate == "softmax":
+            return torch.softmax(logits, dim=1)
+        return torch.sigmoid(logits)
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, gate={self.gate}, temperature={self.temperature.item():g}"

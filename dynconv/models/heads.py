@@ -1,0 +1,102 @@
+"""Classifier heads: global pooling followed by a linear layer or by the coursework's two-layer MLP."""
+from collections import OrderedDict
+from typing import Optional, Type, Union
+
+import torch
+from timm.layers import ClassifierHead, SelectAdaptivePool2d, create_act_layer
+from torch import nn
+
+from ..layers._checks import check_positive_int
+
+HEAD_KINDS = ("mlp", "linear")
+
+
+class MlpClassifierHead(nn.Module):
+    """Global pool -> Linear(d, h) -> act -> Dropout -> Linear(h, num_classes), the coursework's classifier.
+
+    The whole MLP is the classifier: ``forward(x, pre_logits=True)`` returns the pooled features (size
+    ``num_features``), and ``reset(0)`` removes the MLP, as timm expects of ``reset_classifier(0)``.
+
+    Args:
+        in_features: Channels d of the feature map.
+        num_classes: Number of logits; 0 for no classifier (pooled features out).
+        hidden_features: Width h of the hidden layer (the coursework uses 2 * d).
+        pool_type: timm global pooling type (``"avg"``, ``"max"``, ``"avgmax"``, ``"catavgmax"``, or ``""`` for none,
+            which needs ``num_classes=0``).
+        drop_rate: Dropout probability before the last layer.
+        act_layer: Activation of the hidden layer.
+
+    Shape:
+        - Input: (B, d, H, W)
+        - Output: (B, num_classes), or (B, num_features) with ``pre_logits=True`` or ``num_classes=0``
+
+    Example:
+        >>> head = MlpClassifierHead(64, num_classes=10, hidden_features=128)
+        >>> head(torch.randn(2, 64, 4, 4)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+            self,
+            in_features: int,
+            num_classes: int,
+            *,
+            hidden_features: int,
+            pool_type: str = "avg",
+            drop_rate: float = 0.5,
+            act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
+    ):
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.drop_rate = drop_rate
+        self.act_layer = act_layer
+        self.reset(num_classes, pool_type)
+
+    def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
+        """Rebuild the classifier for ``num_classes`` (0 removes it) and optionally change the pooling."""
+        if pool_type is None:
+            pool_type = self.global_pool.pool_type
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if num_classes and not pool_type:
+            raise ValueError("the MLP head needs global pooling: pool_type='' is only allowed with num_classes=0")
+        self.global_pool = SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
+        self.num_features = self.in_features * self.global_pool.feat_mult()
+        if num_classes:
+            self.fc = nn.Sequential(OrderedDict(
+                fc1=nn.Linear(self.num_features, self.hidden_features),
+                act=create_act_layer(self.act_layer, inplace=True),
+                drop=nn.Dropout(self.drop_rate),
+                fc2=nn.Linear(self.hidden_features, num_classes),
+            ))
+        else:
+            self.fc = nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        return x if pre_logits else self.fc(x)
+
+
+def create_head(
+        kind: str,
+        in_features: int,
+        num_classes: int,
+        *,
+        pool_type: str = "avg",
+        drop_rate: float = 0.0,
+        hidden_ratio: float = 2.0,
+        act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
+) -> nn.Module:
+    """Build a classifier head: ``"mlp"`` (:class:`MlpClassifierHead`, hidden width ``hidden_ratio * in_features``)
+    or ``"linear"`` (timm's ``ClassifierHead``: pool -> dropout -> Linear).
+
+    Both take ``forward(x, pre_logits=False)`` and ``reset(num_classes, pool_type=None)``.
+    """
+    if kind == "mlp":
+        return MlpClassifierHead(
+            in_features, num_classes, hidden_features=round(hidden_ratio * in_features), pool_type=pool_type,
+            drop_rate=drop_rate, act_layer=act_layer)
+    if kind == "linear":
+        return ClassifierHead(in_features, num_classes, pool_type=pool_type, drop_rate=drop_rate)
+    raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")

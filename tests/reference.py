@@ -1,0 +1,47 @@
+"""Simple reference implementations used as test oracles for the fast paths."""
+from typing import List, Sequence
+
+import torch
+from torch import nn
+
+from dynconv.layers import DynamicBlock
+
+
+class NaiveDynamicBlock(nn.Module):
+    """The coursework block written the obvious way: K separate Conv-BN-ReLU modules, then the weighted sum."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int], stride: int = 1):
+        super().__init__()
+        self.routing_fc = nn.Linear(in_channels, len(kernel_sizes))
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, size, stride=stride, padding=size // 2, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(),
+            )
+            for size in kernel_sizes
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.routing_fc(x.mean(dim=(2, 3))), dim=1)
+        outputs: List[torch.Tensor] = [branch(x) for branch in self.branches]
+        return sum(weights[:, k, None, None, None] * out for k, out in enumerate(outputs))
+
+    @classmethod
+    @torch.no_grad()
+    def from_fused(cls, block: DynamicBlock) -> "NaiveDynamicBlock":
+        """A naive block with exactly the parameters and BN statistics of ``block``."""
+        naive = cls(block.in_channels, block.out_channels, block.kernel_sizes, block.stride)
+        naive.routing_fc.load_state_dict(block.routing.fc.state_dict())
+        max_kernel = max(block.kernel_sizes)
+        weight = block.branch_weight().view(block.num_convs, block.out_channels, block.in_channels, max_kernel, -1)
+        bn = block.bn
+        for k, (size, branch) in enumerate(zip(block.kernel_sizes, naive.branches, strict=True)):
+            start = (max_kernel - size) // 2
+            channels = slice(k * block.out_channels, (k + 1) * block.out_channels)
+            branch[0].weight.copy_(weight[k, :, :, start:start + size, start:start + size])
+            branch[1].weight.copy_(bn.weight[channels])
+            branch[1].bias.copy_(bn.bias[channels])
+            branch[1].running_mean.copy_(bn.running_mean[channels])
+            branch[1].running_var.copy_(bn.running_var[channels])
+        return naive
