@@ -8,11 +8,13 @@ below are our choices, documented with parameters and FLOPs in the model zoo.
 The architecture is data (:class:`DynConvNetCfg`), so a variant is one config and a three-line entrypoint, and any
 config field can be overridden through ``timm.create_model(name, field=value)``.
 """
+from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
-from timm.layers import ConvNormAct
+from timm.layers import ConvNormAct, create_act_layer
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
@@ -28,7 +30,8 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 COURSEWORK_MEAN = (0.5, 0.5, 0.5)
 COURSEWORK_STD = (0.5, 0.5, 0.5)
 
-_DOWNSAMPLE_KINDS = ("maxpool", "stride")
+_DOWNSAMPLE_KINDS = ("maxpool", "stride", "conv_pool")
+_STEM_KINDS = ("conv", "patch")
 
 
 @dataclass(frozen=True)
@@ -41,15 +44,24 @@ class DynConvNetCfg:
     Args:
         widths: Output channels of each segment.
         depths: Number of blocks in each segment (the coursework's ``num_blocks``).
-        num_convs: Branches K of every block, or one K per segment. K=1 gives a static Conv-BN-Act block.
+        num_convs: Branches K of every block; or one entry per segment, each a K for all its blocks or a tuple with
+            one K per block. K=1 gives a static Conv-BN-Act block.
         kernel_size: Kernel size of every branch, or one per branch (odd sizes; mixed sizes fuse by zero-padding).
         block: Block kind for :func:`~dynconv.layers.create_block`.
-        downsample: ``"maxpool"`` (2x2 max pool at the start of the segment) or ``"stride"`` (stride 2 in its
-            first block).
-        stem_width: Channels of a static 3x3 Conv-BN-Act stem; 0 for none (the first block sees the image, as in
-            the coursework).
+        downsample: ``"maxpool"`` (2x2 max pool opening every segment after the first), ``"stride"`` (stride 2 in
+            the first block of every segment after the first) or ``"conv_pool"`` (2x2 max pool after the first block
+            of every segment, the first included: airbench94's conv-pool-conv groups, which spend more compute at
+            high resolution).
+        stem: ``"conv"`` (Conv-BN-Act with "same" padding) or ``"patch"`` (a biased Conv with no padding and no
+            norm, then the activation: airbench94's stem, which the recipe can initialise by patch whitening).
+        stem_width: Channels of the static stem; 0 for none (the first block sees the image, as in the coursework).
+        stem_kernel_size: Kernel size of the stem.
+        norm_momentum: BatchNorm momentum of every block (PyTorch convention: weight of the new batch statistic).
+        norm_eps: BatchNorm epsilon of every block.
         head: ``"mlp"`` (coursework: Linear(d, 2d), ReLU, Dropout, Linear) or ``"linear"``.
         head_hidden_ratio: Hidden width of the MLP head relative to the final width d.
+        global_pool: Default timm global pooling of the head (``"avg"``, ``"max"``, ...).
+        drop_rate: Default dropout before the head's last linear layer (the coursework uses 0.5).
         act_layer: Activation of blocks and head (a timm activation name).
         routing_hidden: Hidden width of the routing heads; ``None`` for the coursework's single Linear.
         temperature: Initial softmax temperature of the routing heads.
@@ -57,23 +69,29 @@ class DynConvNetCfg:
 
     widths: Tuple[int, ...] = (64, 128, 256, 512)
     depths: Tuple[int, ...] = (2, 2, 2, 2)
-    num_convs: Union[int, Tuple[int, ...]] = 4
+    num_convs: Union[int, Tuple[Union[int, Tuple[int, ...]], ...]] = 4
     kernel_size: Union[int, Tuple[int, ...]] = 3
     block: str = "branch"
     downsample: str = "maxpool"
+    stem: str = "conv"
     stem_width: int = 0
+    stem_kernel_size: int = 3
+    norm_momentum: float = 0.1
+    norm_eps: float = 1e-5
     head: str = "mlp"
     head_hidden_ratio: float = 2.0
+    global_pool: str = "avg"
+    drop_rate: float = 0.5
     act_layer: str = "relu"
     routing_hidden: Optional[int] = None
     temperature: float = 1.0
 
     def __post_init__(self):
-        # accept lists (e.g. from JSON or argparse) but store tuples, so configs stay hashable and comparable
+        # accept lists (e.g. from JSON) but store tuples, so configs stay hashable and comparable
         for name in ("widths", "depths", "num_convs", "kernel_size"):
             value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(tuple(v) if isinstance(v, list) else v for v in value))
         if not self.widths:
             raise ValueError("widths must name at least one segment, got ()")
         for name in ("widths", "depths"):
@@ -85,26 +103,37 @@ class DynConvNetCfg:
         lengths = {name: len(value) for name, value in per_segment.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"per-segment lists must have one entry per segment, got lengths {lengths}")
-        for num_convs in self.segment_num_convs:
-            check_positive_int("num_convs", num_convs)
-            per_branch_kernel_sizes(self.kernel_size, num_convs)
+        for index, depth in enumerate(self.depths):
+            segment = self.num_convs if isinstance(self.num_convs, int) else self.num_convs[index]
+            if not isinstance(segment, int) and len(segment) != depth:
+                raise ValueError(f"num_convs of segment {index} must be one int or one per block ({depth} blocks), "
+                                 f"got {segment!r}")
+        for blocks in self.block_num_convs:
+            for num_convs in blocks:
+                check_positive_int("num_convs", num_convs)
+                per_branch_kernel_sizes(self.kernel_size, num_convs)
         if self.block not in BLOCK_KINDS:
             raise ValueError(f"block must be one of {BLOCK_KINDS}, got {self.block!r}")
         if self.downsample not in _DOWNSAMPLE_KINDS:
             raise ValueError(f"downsample must be one of {_DOWNSAMPLE_KINDS}, got {self.downsample!r}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
+        if self.stem not in _STEM_KINDS:
+            raise ValueError(f"stem must be one of {_STEM_KINDS}, got {self.stem!r}")
         if self.stem_width != 0:
             check_positive_int("stem_width", self.stem_width)
+        check_positive_int("stem_kernel_size", self.stem_kernel_size)
+        if not 0.0 <= self.norm_momentum <= 1.0:
+            raise ValueError(f"norm_momentum must be in [0, 1], got {self.norm_momentum!r}")
+        check_positive_float("norm_eps", self.norm_eps)
         check_positive_float("head_hidden_ratio", self.head_hidden_ratio)
         check_positive_float("temperature", self.temperature)
 
     @property
-    def segment_num_convs(self) -> Tuple[int, ...]:
-        """K for each segment."""
-        if isinstance(self.num_convs, int):
-            return (self.num_convs,) * len(self.widths)
-        return self.num_convs
+    def block_num_convs(self) -> Tuple[Tuple[int, ...], ...]:
+        """K of every block, one tuple per segment."""
+        segments = (self.num_convs,) * len(self.widths) if isinstance(self.num_convs, int) else self.num_convs
+        return tuple((k,) * depth if isinstance(k, int) else k for k, depth in zip(segments, self.depths, strict=True))
 
 
 class DynConvNet(nn.Module):
@@ -114,8 +143,8 @@ class DynConvNet(nn.Module):
         cfg: The architecture.
         num_classes: Number of logits; 0 for a model that returns pooled features.
         in_chans: Input image channels.
-        global_pool: timm global pooling type of the head.
-        drop_rate: Dropout before the last linear layer of the head (the coursework uses 0.5).
+        global_pool: timm global pooling type of the head (default: the config's).
+        drop_rate: Dropout before the last linear layer of the head (default: the config's).
 
     Shape:
         - Input: (B, in_chans, H, W)
@@ -132,11 +161,12 @@ class DynConvNet(nn.Module):
             cfg: DynConvNetCfg,
             num_classes: int = 10,
             in_chans: int = 3,
-            global_pool: str = "avg",
-            drop_rate: float = 0.5,
+            global_pool: Optional[str] = None,
+            drop_rate: Optional[float] = None,
     ):
         super().__init__()
         check_positive_int("in_chans", in_chans)
+        drop_rate = cfg.drop_rate if drop_rate is None else drop_rate
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
         self.cfg = cfg
@@ -145,36 +175,44 @@ class DynConvNet(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        if cfg.stem_width:
-            self.stem = ConvNormAct(in_chans, cfg.stem_width, 3, padding=1, act_layer=cfg.act_layer)
-        else:
+        norm_layer = partial(nn.BatchNorm2d, momentum=cfg.norm_momentum, eps=cfg.norm_eps)
+        if not cfg.stem_width:
             self.stem = nn.Identity()
+        elif cfg.stem == "conv":
+            self.stem = ConvNormAct(in_chans, cfg.stem_width, cfg.stem_kernel_size, padding=cfg.stem_kernel_size // 2,
+                                    act_layer=cfg.act_layer, norm_layer=norm_layer)
+        else:
+            self.stem = nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(in_chans, cfg.stem_width, cfg.stem_kernel_size, bias=True),
+                act=create_act_layer(cfg.act_layer, inplace=True)))
         in_channels = cfg.stem_width or in_chans
         stages: List[nn.Module] = []
         self.feature_info: List[Dict[str, Any]] = []
         reduction = 1
-        segments = zip(cfg.widths, cfg.depths, cfg.segment_num_convs, strict=True)
-        for index, (width, depth, num_convs) in enumerate(segments):
+        for index, (width, block_num_convs) in enumerate(zip(cfg.widths, cfg.block_num_convs, strict=True)):
             blocks: List[nn.Module] = []
             stride = 1
-            if index > 0:
+            if cfg.downsample == "conv_pool" or index > 0:
                 reduction *= 2
                 if cfg.downsample == "maxpool":
                     blocks.append(nn.MaxPool2d(2))
-                else:
+                elif cfg.downsample == "stride":
                     stride = 2
-            for block_index in range(depth):
+            for block_index, num_convs in enumerate(block_num_convs):
                 blocks.append(create_block(
                     cfg.block, in_channels, width, num_convs=num_convs, kernel_size=cfg.kernel_size,
-                    stride=stride if block_index == 0 else 1, act_layer=cfg.act_layer,
+                    stride=stride if block_index == 0 else 1, act_layer=cfg.act_layer, norm_layer=norm_layer,
                     routing_hidden=cfg.routing_hidden, temperature=cfg.temperature))
+                if cfg.downsample == "conv_pool" and block_index == 0:
+                    blocks.append(nn.MaxPool2d(2))
                 in_channels = width
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"stages.{index}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = in_channels
         self.head = create_head(
-            cfg.head, in_channels, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+            cfg.head, in_channels, num_classes, pool_type=cfg.global_pool if global_pool is None else global_pool,
+            drop_rate=drop_rate,
             hidden_ratio=cfg.head_hidden_ratio, act_layer=cfg.act_layer)
 
     @torch.jit.ignore
@@ -219,8 +257,17 @@ def _first_conv(cfg: DynConvNetCfg) -> str:
 MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
     # the coursework model: 8 blocks of K=4 branches, no stem, max-pool downsampling, MLP head
     dynconv_cifar=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4),
-    # sized for 2-core CPUs: a static stem, 5 blocks of K=2 branches
-    dynconv_cifar_tiny=DynConvNetCfg(widths=(32, 64, 128), depths=(1, 2, 2), num_convs=2, stem_width=24),
+    # sized for 2-core CPUs: a static stem, then airbench-style conv-pool-conv segments of K=2 blocks
+    dynconv_cifar_tiny=DynConvNetCfg(
+        widths=(32, 64, 128), depths=(2, 2, 2), num_convs=2, stem_width=24, downsample="conv_pool", head="linear",
+        drop_rate=0.0, act_layer="gelu"),
+    # built for speed on a GPU after airbench94 (Jordan 2024, https://arxiv.org/abs/2404.00498): a 2x2 patch stem
+    # (initialised by patch whitening in the recipe), conv-pool-conv segments of widths 64-256-256 whose second
+    # block is dynamic (K=2), fast-moving BatchNorm statistics, GELU, global max pool, linear head
+    dynconv_cifar_fast=DynConvNetCfg(
+        widths=(64, 256, 256), depths=(2, 2, 2), num_convs=((1, 2), (1, 2), (1, 2)), stem="patch", stem_width=24,
+        stem_kernel_size=2, downsample="conv_pool", norm_momentum=0.4, norm_eps=1e-12, head="linear",
+        drop_rate=0.0, act_layer="gelu"),
 )
 _CFG_FIELDS = frozenset(field.name for field in fields(DynConvNetCfg))
 
@@ -247,6 +294,7 @@ def _cfg(variant: str, **kwargs) -> Dict[str, Any]:
 default_cfgs = generate_default_cfgs({
     "dynconv_cifar": _cfg("dynconv_cifar", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
     "dynconv_cifar_tiny": _cfg("dynconv_cifar_tiny"),
+    "dynconv_cifar_fast": _cfg("dynconv_cifar_fast"),
 })
 
 
@@ -258,5 +306,11 @@ def dynconv_cifar(pretrained: bool = False, **kwargs) -> DynConvNet:
 
 @register_model
 def dynconv_cifar_tiny(pretrained: bool = False, **kwargs) -> DynConvNet:
-    """A CPU-sized variant: 24-wide stem, widths 32-64-128 with 1-2-2 blocks, K=2 branches of 3x3."""
+    """A CPU-sized variant: 24-wide stem, three conv-pool-conv segments of widths 32-64-128, K=2, linear head."""
     return _create_dynconvnet("dynconv_cifar_tiny", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_fast(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """airbench94's layout with dynamic blocks: 2x2 patch stem, segments 64-256-256, second block of each K=2."""
+    return _create_dynconvnet("dynconv_cifar_fast", pretrained, **kwargs)

@@ -1,0 +1,56 @@
+"""The implementations the block benchmarks compare, each built for (in_channels, out_channels, K)."""
+from typing import Callable, Dict
+
+import torch
+from timm.layers import CondConv2d
+from torch import nn
+
+from dynconv.layers import DynamicBlock
+
+from reference import NaiveDynamicBlock
+
+
+class TimmCondConvBlock(nn.Module):
+    """timm's CondConv2d as its EfficientNet blocks use it: sigmoid routing on pooled input, then BN and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_experts: int):
+        super().__init__()
+        self.routing = nn.Linear(in_channels, num_experts)
+        self.conv = CondConv2d(in_channels, out_channels, 3, padding=1, num_experts=num_experts)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.sigmoid(self.routing(x.mean(dim=(2, 3))))
+        return self.act(self.bn(self.conv(x, weights)))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so a timed call measures the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _folded(in_channels: int, out_channels: int, k: int) -> nn.Module:
+    block = DynamicBlock(in_channels, out_channels, k).eval()
+    block.reparameterize()
+    return block
+
+
+def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+# name -> builder(in_channels, out_channels, K); "floor" is the fused block's floor: the same wide conv, BN and ReLU
+# with no routing and no mixing; "static" is one Conv-BN-ReLU with C_out outputs (what K=1 costs)
+IMPLEMENTATIONS: Dict[str, Callable[[int, int, int], nn.Module]] = {
+    "fused": lambda i, o, k: DynamicBlock(i, o, k),
+    "fused_folded": _folded,
+    "naive": lambda i, o, k: NaiveDynamicBlock(i, o, [3] * k),
+    "floor": lambda i, o, k: conv_bn_relu(i, k * o),
+    "static": lambda i, o, k: conv_bn_relu(i, o),
+    "timm_condconv": TimmCondConvBlock,
+}
+# fused_folded has no BatchNorm left to train: inference only
+INFERENCE_ONLY = {"fused_folded"}

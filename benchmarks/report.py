@@ -1,0 +1,117 @@
+"""Turn pytest-benchmark JSON into tables of medians and ratios (markdown for the README, CSV for the docs).
+
+    python benchmarks/report.py results.json --out benchmarks/results/cpu
+
+writes ``cpu.md`` (machine line, ratio summary, table) and ``cpu.csv`` (one row per group and implementation).
+One table row per benchmark group (a configuration); columns are the implementations' medians in milliseconds and
+the ratios the targets are stated in: fused / floor (target <= 1.10), naive / fused (speed-up over the naive K-conv
+loop; target >= 1.25 on CPU, >= 2 on GPU at batch 64), and timm's CondConv / static Conv-BN-ReLU.
+"""
+import argparse
+import csv
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+Medians = Dict[str, Dict[str, float]]  # group -> implementation -> median seconds
+
+# (column title, numerator implementation, denominator implementation)
+RATIOS = [
+    ("fused/floor", "fused", "floor"),
+    ("folded/floor", "fused_folded", "floor"),
+    ("naive/fused", "naive", "fused"),
+    ("condconv/static", "timm_condconv", "static"),
+]
+ORDER = ["fused", "fused_folded", "floor", "naive", "static", "timm_condconv"]
+
+
+def load_json(path: Path) -> Tuple[Medians, str]:
+    """Medians and a one-line description of machine and versions from a pytest-benchmark JSON file."""
+    data = json.loads(path.read_text())
+    medians: Medians = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        medians[bench["group"]][bench["extra_info"]["implementation"]] = bench["stats"]["median"]
+    info = data.get("machine_info", {})
+    devices = sorted({b["extra_info"].get("device") for b in data["benchmarks"]})
+    versions = sorted({b["extra_info"].get("torch") for b in data["benchmarks"]})
+    gpus = sorted({b["extra_info"].get("gpu") for b in data["benchmarks"] if b["extra_info"].get("gpu")})
+    gpu_names = f" ({', '.join(gpus)})" if gpus else ""
+    cpu = info.get("cpu", {})
+    machine = (f"{data.get('datetime', '')[:10]}: device {', '.join(devices)}{gpu_names}, CPU "
+               f"{cpu.get('brand_raw', '?')} ({cpu.get('count', '?')} logical cores), torch {', '.join(versions)}, "
+               f"python {info.get('python_version', '?')}")
+    return medians, machine
+
+
+def load_csv(path: Path) -> Medians:
+    medians: Medians = defaultdict(dict)
+    with open(path) as file:
+        for row in csv.DictReader(file):
+            medians[row["group"]][row["implementation"]] = float(row["median_s"])
+    return medians
+
+
+def write_csv(medians: Medians, path: Path) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["group", "implementation", "median_s"])
+        for group in sorted(medians, key=_group_order):
+            for name, seconds in sorted(medians[group].items(), key=lambda item: ORDER.index(item[0])):
+                writer.writerow([group, name, f"{seconds:.6g}"])
+
+
+def table(medians: Medians) -> Tuple[List[str], List[List[str]]]:
+    """Header and rows: configuration, medians in ms, ratios."""
+    names = [n for n in ORDER if any(n in row for row in medians.values())]
+    ratios = [r for r in RATIOS if r[1] in names and r[2] in names]
+    header = ["configuration", *[f"{name} ms" for name in names], *[title for title, _, _ in ratios]]
+    rows = []
+    for group in sorted(medians, key=_group_order):
+        row = medians[group]
+        rows.append([group, *[f"{1e3 * row[n]:.3f}" if n in row else "" for n in names],
+                     *[f"{row[a] / row[b]:.2f}" if a in row and b in row else "" for _, a, b in ratios]])
+    return header, rows
+
+
+def ratio_summary(medians: Medians) -> List[str]:
+    """Median and range of each ratio over all groups and over the batch-64 groups."""
+    lines = []
+    for title, a, b in RATIOS:
+        for label, keep in (("all groups", lambda g: True), ("B=64", lambda g: " B=64 " in g)):
+            values = [row[a] / row[b] for g, row in medians.items() if keep(g) and a in row and b in row]
+            if values:
+                lines.append(f"{title} over {label} ({len(values)}): median {statistics.median(values):.2f}, "
+                             f"range {min(values):.2f}-{max(values):.2f}")
+    return lines
+
+
+def markdown(medians: Medians, machine: str) -> str:
+    header, rows = table(medians)
+    lines = [f"Measured {machine}.", "", *[f"- {line}" for line in ratio_summary(medians)], "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _group_order(group: str):
+    shape, _, batch, k, mode, memory_format = group.split(" ")
+    return shape, int(batch.split("=")[1]), k, mode, memory_format
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", type=Path, help="pytest-benchmark --benchmark-json output")
+    parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv")
+    args = parser.parse_args()
+    medians, machine = load_json(args.json)
+    text = markdown(medians, machine)
+    print(text)
+    if args.out:
+        args.out.with_suffix(".md").write_text(text)
+        write_csv(medians, args.out.with_suffix(".csv"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Forward and forward+backward time of the branch-mixing block against its floor and the naive K-conv loop.
+
+Each group is one configuration (stage shape, batch, K, pass, memory format); within it every implementation of
+:mod:`blocks` runs on the same input. ``python benchmarks/report.py`` turns the JSON into ratio tables.
+"""
+import time
+
+import pytest
+import torch
+
+from blocks import IMPLEMENTATIONS, INFERENCE_ONLY, synchronize
+
+# (C_in, C_out, H): the repeated block of every stage of dynconv_cifar and of dynconv_cifar_tiny
+STAGE_SHAPES = {
+    "cifar.s1": (64, 64, 32), "cifar.s2": (128, 128, 16), "cifar.s3": (256, 256, 8), "cifar.s4": (512, 512, 4),
+    "tiny.s1": (32, 32, 16), "tiny.s2": (64, 64, 8), "tiny.s3": (128, 128, 4),
+}
+BATCHES = (1, 64, 256)
+DISABLED_BATCH = 2  # when timing is off (the default test run) every benchmark runs once at this batch
+
+
+def _pass_fn(module, x, mode: str, device):
+    if mode == "forward":
+        module.eval()
+
+        def forward():
+            with torch.inference_mode():
+                module(x)
+            synchronize(device)
+        return forward
+    module.train()
+    grad = torch.ones_like(module(x))
+
+    def forward_backward():
+        module(x).backward(grad)
+        synchronize(device)
+    return forward_backward
+
+
+def _configurations(device_type: str):
+    for shape in STAGE_SHAPES:
+        for batch in BATCHES:
+            for k in (2, 4):
+                for mode in ("forward", "forward_backward"):
+                    formats = ("channels_last",) if device_type == "cuda" else (
+                        ("contiguous", "channels_last") if batch == 64 else ("contiguous",))
+                    for memory_format in formats:
+                        yield shape, batch, k, mode, memory_format
+
+
+def pytest_generate_tests(metafunc):
+    if "configuration" in metafunc.fixturenames:
+        device_type = metafunc.config.getoption("--device").split(":")[0]
+        configurations = list(_configurations(device_type))
+        metafunc.parametrize("configuration", configurations,
+                             ids=["-".join(map(str, c)) for c in configurations])
+
+
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+def test_block(benchmark, device, timing_enabled, time_budget, configuration, implementation):
+    shape, batch, k, mode, memory_format = configuration
+    if mode == "forward_backward" and implementation in INFERENCE_ONLY:
+        pytest.skip(f"{implementation} is inference only")
+    in_channels, out_channels, size = STAGE_SHAPES[shape]
+    batch = batch if timing_enabled else min(batch, DISABLED_BATCH)
+    benchmark.group = f"{shape} {in_channels}->{out_channels}@{size} B={batch} K={k} {mode} {memory_format}"
+    benchmark.extra_info.update(shape=shape, batch=batch, k=k, mode=mode, memory_format=memory_format,
+                                implementation=implementation, device=str(device), torch=torch.__version__,
+                                gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    torch.manual_seed(0)
+    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    module = IMPLEMENTATIONS[implementation](in_channels, out_channels, k).to(device, memory_format=fmt)
+    x = torch.randn(batch, in_channels, size, size, device=device).contiguous(memory_format=fmt)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    with autocast:
+        run = _pass_fn(module, x, mode, device)
+        if not timing_enabled:
+            benchmark(run)
+            return
+        for _ in range(2):  # warm-up: allocator, cuDNN/oneDNN algorithm choice
+            run()
+        start = time.perf_counter()
+        run()
+        rounds = max(5, min(200, int(time_budget / max(time.perf_counter() - start, 1e-6))))
+        benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)

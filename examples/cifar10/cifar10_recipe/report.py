@@ -1,0 +1,45 @@
+"""Run outputs: the per-epoch metrics log, the summary line, and the coursework's loss/accuracy plot."""
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+
+def write_metrics(path: Path, history: List[Dict[str, Any]]) -> None:
+    """Rewrite the JSON-lines metrics file from the whole history (so a resumed run drops stale epochs)."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in history))
+
+
+def epoch_line(row: Dict[str, Any], epochs: int) -> str:
+    test = (f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%"
+            if row.get("test_acc") is not None else "test -")
+    if row.get("test_acc_tta") is not None:
+        test += f" (tta {100 * row['test_acc_tta']:.2f}%)"
+    return (f"epoch {row['epoch'] + 1:>3}/{epochs} | train loss {row['train_loss']:.4f} acc "
+            f"{100 * row['train_acc']:.2f}% | {test} | lr {row['lr']:.2e} | {row['images_per_s']:.0f} img/s | "
+            f"elapsed {row['elapsed_s']:.0f}s")
+
+
+def plot_curves(history: List[Dict[str, Any]], path: Path, title: str) -> None:
+    """Train and test loss and accuracy per epoch, side by side."""
+    epochs = [row["epoch"] + 1 for row in history]
+    evaluated = [row for row in history if row.get("test_acc") is not None]
+    test_epochs = [row["epoch"] + 1 for row in evaluated]
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_axis.plot(epochs, [row["train_loss"] for row in history], label="train")
+    loss_axis.plot(test_epochs, [row["test_loss"] for row in evaluated], label="test", marker=".")
+    acc_axis.plot(epochs, [100 * row["train_acc"] for row in history], label="train")
+    acc_axis.plot(test_epochs, [100 * row["test_acc"] for row in evaluated], label="test", marker=".")
+    for axis, name in ((loss_axis, "loss"), (acc_axis, "accuracy (%)")):
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(name)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

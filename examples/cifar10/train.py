@@ -1,0 +1,468 @@
+"""Train a dynconv model on CIFAR-10.
+
+    python examples/cifar10/train.py --preset cpu          # 2-core CPU recipe (see README.md beside this file)
+    python examples/cifar10/train.py --preset coursework   # the coursework's recipe, needs a GPU for 50 epochs
+    python examples/cifar10/train.py --help                # every flag; each overrides the preset
+
+Results, with hardware, commands and versions: ``examples/cifar10/README.md``.
+
+A run writes into its directory (``--out``, default ``runs/<timestamp>-<preset>``): ``config.json`` (the resolved
+configuration), ``metrics.jsonl`` (one line per epoch), ``curves.png``, ``summary.json`` and ``checkpoints/``
+(safetensors weights, resume state). ``--resume RUN_DIR`` continues a run; ``--eval CHECKPOINT`` only evaluates.
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+import dynconv  # noqa: F401  (registers the models)
+
+from cifar10_recipe.checkpoint import (
+    BEST,
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+)
+from cifar10_recipe.config import (
+    TrainConfig,
+    add_config_arguments,
+    config_differences,
+    load_config_file,
+    presets_help,
+    resolve_config,
+)
+from cifar10_recipe.data import Cifar10, DatasetError, load_cifar10
+from cifar10_recipe.loaders import TensorLoader, TorchvisionLoader, epoch_seed
+from cifar10_recipe.report import epoch_line, plot_curves, write_metrics
+from cifar10_recipe.whitening import init_patch_whitening
+
+# configuration fields that may change when a run is resumed: they do not change what is computed
+RESUMABLE_CHANGES = frozenset({"device", "threads", "workers", "progress", "out", "data_dir", "download", "save_every"})
+
+# ---------------------------------------------------------------------------------------------------------------
+#  Setup: device, precision, determinism
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False")
+    return device
+
+
+def autocast_context(config: TrainConfig, device: torch.device):
+    use_bf16 = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def configure_execution(config: TrainConfig, device: torch.device) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+#  Model, optimizer, learning-rate schedule
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    overrides: Dict[str, Any] = {}
+    if config.num_convs is not None:
+        overrides["num_convs"] = config.num_convs
+    if config.drop_rate is not None:
+        overrides["drop_rate"] = config.drop_rate
+    model = timm.create_model(config.model, num_classes=config.num_classes, **overrides).to(device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    norm_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine}
+    params = [p for p in model.parameters() if p.requires_grad]
+    vector_decay = config.weight_decay if config.decay_all else 0.0
+    groups = [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1 and id(p) not in norm_biases], "weight_decay": vector_decay},
+        # BatchNorm shifts: scaled lr, decay divided by the scale, so they decay per step like everything else
+        {"params": [p for p in params if id(p) in norm_biases], "lr": config.lr * config.bias_lr_scale,
+         "weight_decay": vector_decay / config.bias_lr_scale},
+    ]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                           weight_decay=config.weight_decay)
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr after ``step`` optimizer steps (a LambdaLR stepped once per batch).
+
+    ``step`` equals torch's StepLR(step_size, gamma) stepped once per epoch, as the coursework did.
+    """
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if config.schedule == "step":
+            return config.gamma ** (step // steps_per_epoch // config.step_size) if config.step_size else 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def count_flops(model: nn.Module, device: torch.device) -> int:
+    """Forward FLOPs for one 3x32x32 image (eval mode; multiply-adds count as two)."""
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32, device=device))
+    model.train(was_training)
+    return counter.get_total_flops()
+
+
+def whiten_stem(model: nn.Module, images: torch.Tensor, mean, std) -> None:
+    """Initialise the model's patch stem by patch whitening of ``images`` (uint8) and freeze its weights."""
+    conv = getattr(getattr(model, "stem", None), "conv", None)
+    if not isinstance(conv, nn.Conv2d) or conv.bias is None or conv.padding != (0, 0):
+        raise ValueError("--whiten needs a model with a patch stem (stem='patch'), such as dynconv_cifar_fast")
+    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    init_patch_whitening(conv, (images.float() / 255 - mean) / std)
+    conv.weight.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+#  Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_loaders(config: TrainConfig, data: Cifar10, device: torch.device, mean, std):
+    common = dict(device=device, mean=mean, std=std, crop_padding=config.crop_padding, pad_mode=config.pad_mode,
+                  flip=config.flip, cutout=config.cutout, cutout_holes=config.cutout_holes,
+                  channels_last=config.channels_last, seed=config.seed)
+    if config.loader == "torchvision":
+        loader_cls = TorchvisionLoader
+        common.update(workers=config.workers, persistent_workers=not config.deterministic)
+    else:
+        loader_cls = TensorLoader
+    train = loader_cls(data.train_images, data.train_labels, batch_size=config.batch_size, train=True, **common)
+    test = loader_cls(data.test_images, data.test_labels, batch_size=max(config.batch_size, 500), train=False,
+                      **common)
+    return train, test
+
+
+# ---------------------------------------------------------------------------------------------------------------
+#  One epoch of training, one evaluation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def train_epoch(model, loader, optimizer, scheduler, config: TrainConfig, autocast, show_progress: bool,
+                desc: str, ema: Optional[AveragedModel] = None) -> Dict[str, float]:
+    """One pass over ``loader``. Training time is measured with CUDA events on a GPU (data augmentation included)."""
+    model.train()
+    total_loss = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    seen = 0
+    on_cuda = loader.device.type == "cuda"
+    if on_cuda:
+        start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start_event.record()
+    start = time.perf_counter()
+    bar = tqdm(loader, total=len(loader), desc=desc, leave=False, disable=not show_progress, dynamic_ncols=True)
+    for step, (images, labels) in enumerate(bar):
+        with autocast:
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total_loss += loss.detach() * len(labels)
+        correct += (logits.argmax(dim=1) == labels).sum()
+        seen += len(labels)
+        if show_progress and step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    if on_cuda:
+        end_event.record()
+        torch.cuda.synchronize(loader.device)
+        seconds = start_event.elapsed_time(end_event) / 1000
+    else:
+        seconds = time.perf_counter() - start
+    return {"train_loss": total_loss.item() / seen, "train_acc": correct.item() / seen,
+            "images_per_s": seen / seconds, "train_s": seconds}
+
+
+def predict(model: nn.Module, images: torch.Tensor, tta: int) -> torch.Tensor:
+    """Logits, averaged over test-time augmentations: level 1 adds the mirror image, level 2 also the image
+    translated by one pixel up-left and down-right (reflect padding), each mirrored too (airbench94's level 2)."""
+    logits = model(images).float()
+    if tta >= 1:
+        logits = 0.5 * (logits + model(images.flip(3)).float())
+    if tta == 2:
+        height, width = images.shape[-2:]
+        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+        shifted = (padded[:, :, :height, :width], padded[:, :, 2:, 2:])
+        translated = sum(0.5 * (model(x).float() + model(x.flip(3)).float()) for x in shifted) / len(shifted)
+        logits = 0.5 * logits + 0.5 * translated
+    return logits
+
+
+@torch.no_grad()
+def evaluate(model, loader, autocast, tta: int = 0) -> Dict[str, Optional[float]]:
+    """Test loss and accuracy; with ``tta`` > 0 also the accuracy of the test-time-augmented logits."""
+    model.eval()
+    total_loss = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    correct_tta = torch.zeros((), device=loader.device, dtype=torch.long)
+    seen = 0
+    for images, labels in loader:
+        with autocast:
+            logits = model(images).float()
+            if tta:
+                correct_tta += (predict(model, images, tta).argmax(dim=1) == labels).sum()
+        total_loss += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(dim=1) == labels).sum()
+        seen += len(labels)
+    return {"test_loss": total_loss.item() / seen, "test_acc": correct.item() / seen,
+            "test_acc_tta": correct_tta.item() / seen if tta else None}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+#  A whole run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = "",
+        data: Optional[Cifar10] = None) -> Dict[str, Any]:
+    """Train (or continue training) one seed and return its summary. Writes everything into ``run_dir``."""
+    wall_start = time.perf_counter()
+    device = resolve_device(config.device)
+    configure_execution(config, device)
+    if data is None:
+        data = load_cifar10(config.data_dir, config.download).subset(config.subset, config.test_subset)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config, device)
+    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
+    if config.whiten:
+        whiten_stem(model, data.train_images[:5000].to(device), mean, std)
+    train_loader, test_loader = build_loaders(config, data, device, mean, std)
+    optimizer = build_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) \
+        if config.ema_decay else None
+    eval_model = ema.module if ema is not None else model
+    autocast = autocast_context(config, device)
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
+    history: List[Dict[str, Any]] = []
+    best = {"test_acc": -1.0, "epoch": -1}
+    if resume:
+        weights, state = load_checkpoint(checkpoints)
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        history, best = state["history"], state["best"]
+    start_epoch = history[-1]["epoch"] + 1 if history else 0
+    params = sum(p.numel() for p in model.parameters())
+    flops = count_flops(model, device)
+    step_model = torch.compile(model) if config.compile else model
+    show_progress = config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
+    elapsed_before = history[-1]["elapsed_s"] if history else 0.0
+
+    print(f"{config.model}: {params / 1e6:.2f}M params, {flops / 1e6:.0f} MFLOPs/image | {len(data.train_labels)} "
+          f"train / {len(data.test_labels)} test images from {data.root} | device {device} | seed {config.seed} | "
+          f"run dir {run_dir}", flush=True)
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout and worker-less torchvision transforms
+        train_loader.set_epoch(epoch)
+        row: Dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_epoch(step_model, train_loader, optimizer, scheduler, config, autocast, show_progress,
+                               f"epoch {epoch + 1}/{config.epochs}", ema))
+        last = epoch + 1 == config.epochs
+        if (epoch + 1) % config.eval_every == 0 or last:
+            # eager: a compiled eval graph would cost another compilation for little gain
+            row.update(evaluate(eval_model, test_loader, autocast, tta=config.tta if last else 0))
+        row["elapsed_s"] = elapsed_before + time.perf_counter() - wall_start
+        history.append(row)
+        print(epoch_line(row, config.epochs), flush=True)
+        write_metrics(run_dir / "metrics.jsonl", history)
+        if row.get("test_acc") is not None and row["test_acc"] > best["test_acc"]:
+            best = {"test_acc": row["test_acc"], "epoch": epoch}
+            save_weights(checkpoints / BEST, eval_model, config.to_dict(), epoch)
+        if (epoch + 1) % config.save_every == 0 or last:
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                     "history": history, "best": best}
+            if ema is not None:
+                state["ema"] = ema.state_dict()
+            save_checkpoint(checkpoints, model, state, config.to_dict(), epoch)
+
+    final = history[-1]
+    train_seconds = sum(row["train_s"] for row in history)
+    summary = {
+        "model": config.model, "preset": preset, "test_acc": final.get("test_acc"),
+        "test_acc_tta": final.get("test_acc_tta"), "tta": config.tta, "best_test_acc": best["test_acc"],
+        "best_epoch": best["epoch"], "epochs": len(history), "wall_s": final["elapsed_s"], "train_s": train_seconds,
+        "images_per_s": len(data.train_labels) * len(history) / train_seconds, "params": params,
+        "flops_per_image": flops, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
+        "seed": config.seed, "data_root": str(data.root),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curves(history, run_dir / "curves.png", f"{config.model} ({preset or 'custom'}), seed {config.seed}")
+    tta = f", with TTA {100 * final['test_acc_tta']:.2f}%" if config.tta else ""
+    print(f"done: test accuracy {100 * final['test_acc']:.2f}%{tta} (best {100 * best['test_acc']:.2f}% at epoch "
+          f"{best['epoch'] + 1}), training {train_seconds:.1f}s, wall {final['elapsed_s']:.0f}s, run dir {run_dir}",
+          flush=True)
+    return summary
+
+
+def run_seeds(config: TrainConfig, run_dir: Path, preset: str) -> Dict[str, Any]:
+    """``config.runs`` runs with seeds seed, seed+1, ... in ``run_dir/seed<N>``; writes and returns the aggregate.
+
+    Training time is the median over runs, robust to a first run that pays for torch.compile.
+    """
+    data = load_cifar10(config.data_dir, config.download).subset(config.subset, config.test_subset)
+    summaries = [run(dataclasses.replace(config, seed=config.seed + index, runs=1),
+                     run_dir / f"seed{config.seed + index}", preset=preset, data=data)
+                 for index in range(config.runs)]
+
+    def spread(key: str) -> Optional[Dict[str, float]]:
+        values = [s[key] for s in summaries if s.get(key) is not None]
+        if not values:
+            return None
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values}
+
+    aggregate = {"runs": config.runs, "test_acc": spread("test_acc"), "test_acc_tta": spread("test_acc_tta"),
+                 "train_s_median": statistics.median(s["train_s"] for s in summaries),
+                 "wall_s_median": statistics.median(s["wall_s"] for s in summaries),
+                 **{k: summaries[0][k] for k in ("model", "preset", "tta", "epochs", "params", "flops_per_image",
+                                                 "device", "torch", "timm")}}
+    (run_dir / "runs.json").write_text(json.dumps(aggregate, indent=2) + "\n")
+    lines = [f"{config.runs} runs of {config.model} ({preset or 'custom'}) on {aggregate['device']}:"]
+    for key, label in (("test_acc", "test accuracy"), ("test_acc_tta", f"with TTA level {config.tta}")):
+        if aggregate[key]:
+            lines.append(f"  {label}: {100 * aggregate[key]['mean']:.2f}% +- {100 * aggregate[key]['std']:.2f}")
+    lines.append(f"  training time (median): {aggregate['train_s_median']:.2f}s, wall (median) "
+                 f"{aggregate['wall_s_median']:.1f}s")
+    print("\n".join(lines), flush=True)
+    return aggregate
+
+
+def evaluate_checkpoint(path: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """Evaluate a ``.safetensors`` checkpoint on the test set, rebuilding the model from its saved config."""
+    weights, info = load_weights(path)
+    saved = {**info["config"], **overrides}
+    config = TrainConfig(**saved)
+    device = resolve_device(config.device)
+    configure_execution(config, device)
+    data = load_cifar10(config.data_dir, config.download).subset(0, config.test_subset)
+    model = build_model(config, device)
+    model.load_state_dict(weights)
+    _, test_loader = build_loaders(config, data, device, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    result = {"checkpoint": str(path), "epoch": info["epoch"],
+              **evaluate(model, test_loader, autocast_context(config, device), config.tta)}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+#  Command line
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train a dynconv model on CIFAR-10.", epilog=presets_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu", help="named recipe (default cpu): coursework or cpu")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--eval", metavar="CHECKPOINT", help="only evaluate a .safetensors checkpoint")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept flags that change the saved configuration")
+    add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("preset", "resume", "eval", "allow_config_change")}
+    try:
+        if args.eval:
+            evaluate_checkpoint(Path(args.eval), overrides)
+            return 0
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.json").is_file():
+                raise CheckpointError(f"--resume {run_dir}: no config.json there; is it a run directory?")
+            saved = load_config_file(run_dir / "config.json")
+            preset = saved.pop("preset", "")
+            config = resolve_config(preset or "cpu", overrides, base=saved)
+            changed = {k: v for k, v in config_differences(saved, config.to_dict()).items()
+                       if k not in RESUMABLE_CHANGES}
+            if changed and not args.allow_config_change:
+                details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+                raise ValueError(f"--resume {run_dir}: the flags change the saved configuration ({details}); "
+                                 "pass --allow-config-change to accept")
+        else:
+            preset = args.preset
+            config = resolve_config(preset, overrides)
+            run_dir = Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{preset}")
+            if (run_dir / "config.json").exists():
+                raise ValueError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+        if args.resume and config.runs > 1:
+            raise ValueError("--resume continues a single run; resume each seed<N>/ directory of a --runs run")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({"preset": preset, **config.to_dict()}, indent=2) + "\n")
+        if config.runs > 1:
+            run_seeds(config, run_dir, preset)
+        else:
+            run(config, run_dir, resume=bool(args.resume), preset=preset)
+    except (DatasetError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
