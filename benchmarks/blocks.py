@@ -5,7 +5,7 @@ import torch
 from timm.layers import CondConv2d
 from torch import nn
 
-from dynconv.layers import DynamicBlock
+from dynconv.layers import DynamicBlock, create_block
 
 from reference import NaiveDynamicBlock
 
@@ -51,6 +51,10 @@ IMPLEMENTATIONS: Dict[str, Callable[[int, int, int], nn.Module]] = {
     "floor": lambda i, o, k: conv_bn_relu(i, k * o),
     "static": lambda i, o, k: conv_bn_relu(i, o),
     "timm_condconv": TimmCondConvBlock,
+    # our kernel-mixing blocks (conv, BN, ReLU) with K experts, per-sample convolution mode "auto"
+    "condconv": lambda i, o, k: create_block("condconv", i, o, num_convs=k),
+    "dyconv": lambda i, o, k: create_block("dyconv", i, o, num_convs=k),
+    "odconv": lambda i, o, k: create_block("odconv", i, o, num_convs=k),
 }
 # fused_folded has no BatchNorm left to train: inference only
 INFERENCE_ONLY = {"fused_folded"}

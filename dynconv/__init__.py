@@ -5,13 +5,14 @@ Importing the package registers its models with timm::
     import dynconv, timm
     model = timm.create_model("dynconv_cifar")
 """
-from .layers import DynamicBlock, RoutingHead, create_block, mix_branches
+from .layers import CondConv2d, DyConv2d, DynamicBlock, ODConv2d, RoutingHead, create_block, mix_branches
 from .models import DynConvNet, DynConvNetCfg
 from .routing_recorder import RoutingRecorder
+from .temperature import set_temperature, temperature_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DynConvNet", "DynConvNetCfg", "DynamicBlock", "RoutingHead", "RoutingRecorder", "create_block", "mix_branches",
-    "__version__",
+    "CondConv2d", "DyConv2d", "DynConvNet", "DynConvNetCfg", "DynamicBlock", "ODConv2d", "RoutingHead",
+    "RoutingRecorder", "create_block", "mix_branches", "set_temperature", "temperature_schedule", "__version__",
 ]

@@ -1,6 +1,13 @@
-"""Drop-in dynamic-convolution layers: routing heads, the branch-mixing block and a factory."""
+"""Drop-in dynamic-convolution layers: routing heads, branch mixing, kernel mixing, and a block factory."""
+from .cond_conv import CondConv2d
 from .create_block import BLOCK_KINDS, create_block
+from .dy_conv import DyConv2d
 from .dynamic_block import DynamicBlock, mix_branches
+from .kernel_mixing import MixedKernelConv2d, mixed_kernel_conv2d, per_sample_conv2d
+from .od_conv import ODConv2d, OmniAttention
 from .routing import RoutingHead
 
-__all__ = ["BLOCK_KINDS", "DynamicBlock", "RoutingHead", "create_block", "mix_branches"]
+__all__ = [
+    "BLOCK_KINDS", "CondConv2d", "DyConv2d", "DynamicBlock", "MixedKernelConv2d", "ODConv2d", "OmniAttention",
+    "RoutingHead", "create_block", "mix_branches", "mixed_kernel_conv2d", "per_sample_conv2d",
+]

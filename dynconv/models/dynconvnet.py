@@ -257,6 +257,13 @@ def _first_conv(cfg: DynConvNetCfg) -> str:
 MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
     # the coursework model: 8 blocks of K=4 branches, no stem, max-pool downsampling, MLP head
     dynconv_cifar=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4),
+    # the coursework backbone with each kernel-mixing family in place of the branch-mixing block, K=4 experts
+    dynconv_cifar_condconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4,
+                                         block="condconv"),
+    dynconv_cifar_dyconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4,
+                                       block="dyconv"),
+    dynconv_cifar_odconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4,
+                                       block="odconv"),
     # sized for 2-core CPUs: a static stem, then airbench-style conv-pool-conv segments of K=2 blocks
     dynconv_cifar_tiny=DynConvNetCfg(
         widths=(32, 64, 128), depths=(2, 2, 2), num_convs=2, stem_width=24, downsample="conv_pool", head="linear",
@@ -293,6 +300,9 @@ def _cfg(variant: str, **kwargs) -> Dict[str, Any]:
 
 default_cfgs = generate_default_cfgs({
     "dynconv_cifar": _cfg("dynconv_cifar", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
+    "dynconv_cifar_condconv": _cfg("dynconv_cifar_condconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
+    "dynconv_cifar_dyconv": _cfg("dynconv_cifar_dyconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
+    "dynconv_cifar_odconv": _cfg("dynconv_cifar_odconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
     "dynconv_cifar_tiny": _cfg("dynconv_cifar_tiny"),
     "dynconv_cifar_fast": _cfg("dynconv_cifar_fast"),
 })
@@ -302,6 +312,24 @@ default_cfgs = generate_default_cfgs({
 def dynconv_cifar(pretrained: bool = False, **kwargs) -> DynConvNet:
     """The coursework model: widths 64-128-256-512, 2 blocks per segment, K=4 branches of 3x3, MLP head."""
     return _create_dynconvnet("dynconv_cifar", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_condconv(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """The coursework backbone with CondConv blocks (K=4 experts, sigmoid routing) in place of branch mixing."""
+    return _create_dynconvnet("dynconv_cifar_condconv", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_dyconv(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """The coursework backbone with Dynamic Convolution blocks (K=4 kernels, softmax attention)."""
+    return _create_dynconvnet("dynconv_cifar_dyconv", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_odconv(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """The coursework backbone with ODConv blocks (K=4 kernels, four attentions)."""
+    return _create_dynconvnet("dynconv_cifar_odconv", pretrained, **kwargs)
 
 
 @register_model

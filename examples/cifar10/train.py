@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-import dynconv  # noqa: F401  (registers the models)
+from dynconv import set_temperature, temperature_schedule
 
 from cifar10_recipe.checkpoint import (
     BEST,
@@ -99,6 +99,8 @@ def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
         overrides["num_convs"] = config.num_convs
     if config.drop_rate is not None:
         overrides["drop_rate"] = config.drop_rate
+    if config.block is not None:
+        overrides["block"] = config.block
     model = timm.create_model(config.model, num_classes=config.num_classes, **overrides).to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
@@ -190,8 +192,12 @@ def build_loaders(config: TrainConfig, data: Cifar10, device: torch.device, mean
 
 
 def train_epoch(model, loader, optimizer, scheduler, config: TrainConfig, autocast, show_progress: bool,
-                desc: str, ema: Optional[AveragedModel] = None) -> Dict[str, float]:
-    """One pass over ``loader``. Training time is measured with CUDA events on a GPU (data augmentation included)."""
+                desc: str, ema: Optional[AveragedModel] = None,
+                on_step: Optional[Callable[[float], None]] = None) -> Dict[str, float]:
+    """One pass over ``loader``. Training time is measured with CUDA events on a GPU (data augmentation included).
+
+    ``on_step`` is called before every step with the fraction of the epoch done (for temperature annealing).
+    """
     model.train()
     total_loss = torch.zeros((), device=loader.device)
     correct = torch.zeros((), device=loader.device, dtype=torch.long)
@@ -203,6 +209,8 @@ def train_epoch(model, loader, optimizer, scheduler, config: TrainConfig, autoca
     start = time.perf_counter()
     bar = tqdm(loader, total=len(loader), desc=desc, leave=False, disable=not show_progress, dynamic_ncols=True)
     for step, (images, labels) in enumerate(bar):
+        if on_step is not None:
+            on_step(step / len(loader))
         with autocast:
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
@@ -307,6 +315,7 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
     step_model = torch.compile(model) if config.compile else model
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
+    temperature = temperature_schedule(config.temperature_start or 1.0, 1.0, config.temperature_epochs)
 
     print(f"{config.model}: {params / 1e6:.2f}M params, {flops / 1e6:.0f} MFLOPs/image | {len(data.train_labels)} "
           f"train / {len(data.test_labels)} test images from {data.root} | device {device} | seed {config.seed} | "
@@ -315,8 +324,12 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
         torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout and worker-less torchvision transforms
         train_loader.set_epoch(epoch)
         row: Dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        anneal = None
+        if config.temperature_start:
+            def anneal(fraction: float, epoch: int = epoch) -> None:
+                set_temperature(model, temperature(epoch + fraction))
         row.update(train_epoch(step_model, train_loader, optimizer, scheduler, config, autocast, show_progress,
-                               f"epoch {epoch + 1}/{config.epochs}", ema))
+                               f"epoch {epoch + 1}/{config.epochs}", ema, anneal))
         last = epoch + 1 == config.epochs
         if (epoch + 1) % config.eval_every == 0 or last:
             # eager: a compiled eval graph would cost another compilation for little gain

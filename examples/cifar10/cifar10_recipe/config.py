@@ -24,6 +24,8 @@ class TrainConfig:
     # model
     model: str = _opt("dynconv_cifar", "registered timm model name")
     num_convs: Optional[int] = _opt(None, "branches K of every dynamic block (default: the model's own)")
+    block: Optional[str] = _opt(None, "block kind of the model: branch, static, condconv, dyconv, odconv (default: the "
+                                      "model's own)")
     num_classes: int = _opt(10, "logits of the classifier (the coursework used 20 for 10 classes)")
     drop_rate: Optional[float] = _opt(None, "dropout of the classifier head (default: the model's own)")
     # data
@@ -57,6 +59,9 @@ class TrainConfig:
     gamma: float = _opt(0.1, "StepLR factor (schedule=step)")
     warmup_epochs: float = _opt(0.0, "linear warm-up length in epochs (schedule=linear/cosine)")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    temperature_start: float = _opt(0.0, "anneal every routing temperature linearly from this value to 1 over "
+                                         "--temperature-epochs (Dynamic Convolution uses 30; 0: off)")
+    temperature_epochs: float = _opt(10.0, "length of the temperature annealing in epochs")
     ema_decay: float = _opt(0.0, "evaluate an exponential moving average of the weights with this per-step decay "
                                  "(0: off)")
     whiten: bool = _opt(False, "initialise a patch stem by patch whitening of training images and freeze its weights")
@@ -90,6 +95,9 @@ class TrainConfig:
             raise ValueError(f"--bias-lr-scale must be > 0, got {self.bias_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.temperature_start < 0 or self.temperature_epochs <= 0:
+            raise ValueError(f"--temperature-start must be >= 0 and --temperature-epochs > 0, got "
+                             f"{self.temperature_start} and {self.temperature_epochs}")
         if self.tta not in (0, 1, 2):
             raise ValueError(f"--tta must be 0, 1 or 2, got {self.tta}")
         if not 0.0 <= self.label_smoothing < 1.0:

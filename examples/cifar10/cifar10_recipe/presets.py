@@ -27,7 +27,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         model="dynconv_cifar_tiny",
         loader="tensor",
         crop_padding=4, pad_mode="reflect", flip="alternate", cutout=0,
-        epochs=12,
+        epochs=11,
         batch_size=256,
         optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, decay_all=False,
         schedule="linear", warmup_epochs=1.0,

@@ -1,0 +1,190 @@
+"""Kernel mixing: convolutions whose kernel is a per-sample combination of K expert kernels.
+
+    W_b = sum_k a[b, k] * W_k          # a: (B, K) routing weights
+    y_b = conv(x_b, W_b) (+ sum_k a[b, k] * bias_k)
+
+This is the family of CondConv (:mod:`~dynconv.layers.cond_conv`), Dynamic Convolution (:mod:`~dynconv.layers.dy_conv`)
+and, with more attentions, ODConv (:mod:`~dynconv.layers.od_conv`). Every sample has its own kernel, so the batch
+cannot run as one ordinary convolution. Three exact ways to compute it, chosen per call by :func:`select_mode`:
+
+- ``"grouped"``: mix the kernels into (B, C_out, C_in/g, k, k) and run one grouped convolution with ``groups = B * g``
+  over a (1, B * C_in, H, W) view of the input (timm's CondConv2d). One pass over the data, but per-sample weights
+  cost B * C_out * C_in * k^2 memory, and backends run large group counts slowly (oneDNN on CPU especially).
+- ``"outputs"``: convolution is linear in its kernel, so ``conv(x, sum_k a_k W_k) = sum_k a_k conv(x, W_k)``: run one
+  dense convolution with K * C_out outputs and mix the K groups of outputs per sample, as the branch-mixing block
+  does. K times the FLOPs, but dense and independent of B. Only for kernels that are mixed linearly (not ODConv's
+  spatial attention).
+- ``"bmm"``: unfold the input into patches and run one batched matrix product with the per-sample kernels. Same FLOPs
+  as a convolution and no group count, at the memory cost of the unfolded input.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ._checks import check_input, check_positive_int
+from .dynamic_block import mix_branches
+from .routing import RoutingHead
+
+MODES = ("auto", "grouped", "outputs", "bmm")
+
+
+def select_mode(mode: str, x: torch.Tensor, linear_mix: bool) -> str:
+    """Resolve ``"auto"``: on CPU, output mixing where the mix is linear, else the batched matmul (both measured
+    faster than a grouped convolution with B groups on CPU, see benchmarks/); on GPU the grouped convolution."""
+    if mode != "auto":
+        return mode
+    if x.device.type == "cpu":
+        return "outputs" if linear_mix else "bmm"
+    return "grouped"
+
+
+def mix_kernels(routing: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Per-sample kernels ``sum_k routing[b, k] * experts[k]``: (B, K) and (K, *shape) give (B, *shape)."""
+    return (routing.to(experts.dtype) @ experts.flatten(1)).view(routing.shape[0], *experts.shape[1:])
+
+
+def per_sample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Tuple[int, int],
+                      padding: Tuple[int, int], dilation: Tuple[int, int], groups: int, mode: str) -> torch.Tensor:
+    """Convolve each sample with its own kernel.
+
+    Args:
+        x: Input.
+        weight: One kernel per sample.
+        bias: One bias per sample, or ``None``.
+        stride: Convolution stride.
+        padding: Zero padding.
+        dilation: Kernel dilation.
+        groups: Channel groups of each sample's convolution.
+        mode: ``"grouped"`` or ``"bmm"`` (see the module docstring).
+
+    Returns:
+        The convolved batch.
+
+    Shape:
+        - x: (B, C_in, H, W)
+        - weight: (B, C_out, C_in / groups, kh, kw)
+        - bias: (B, C_out)
+        - Output: (B, C_out, H', W')
+    """
+    batch, channels, height, width = x.shape
+    out_channels, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
+    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if mode == "grouped":
+        # reshape, not view: x may be channels-last
+        out = F.conv2d(x.reshape(1, batch * channels, height, width), weight.reshape(-1, *weight.shape[2:]),
+                       None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * batch)
+        return out.view(batch, out_channels, out_h, out_w)
+    if mode == "bmm":
+        patches = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C_in*kh*kw, L)
+        patches = rearrange(patches, "b (g c) l -> (b g) c l", g=groups)
+        kernels = rearrange(weight, "b (g o) c h w -> (b g) o (c h w)", g=groups)
+        out = rearrange(torch.bmm(kernels, patches), "(b g) o (h w) -> b (g o) h w", b=batch, h=out_h)
+        return out if bias is None else out + bias[:, :, None, None].to(out.dtype)
+    raise ValueError(f"per_sample_conv2d mode must be 'grouped' or 'bmm', got {mode!r}")
+
+
+def mixed_kernel_conv2d(x: torch.Tensor, routing: torch.Tensor, experts: torch.Tensor, bias: Optional[torch.Tensor],
+                        stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int], groups: int,
+                        mode: str) -> torch.Tensor:
+    """``conv(x_b, sum_k routing[b, k] * experts[k]) + sum_k routing[b, k] * bias[k]`` for every sample b.
+
+    Shape:
+        - x: (B, C_in, H, W)
+        - routing: (B, K)
+        - experts: (K, C_out, C_in / groups, kh, kw)
+        - bias: (K, C_out)
+        - Output: (B, C_out, H', W')
+    """
+    mode = select_mode(mode, x, linear_mix=True)
+    mixed_bias = None if bias is None else mix_kernels(routing, bias)
+    if mode != "outputs":
+        return per_sample_conv2d(x, mix_kernels(routing, experts), mixed_bias, stride, padding, dilation, groups,
+                                 mode)
+    num_experts = experts.shape[0]
+    # order the K * C_out outputs group-major, so a grouped convolution keeps each group's outputs together; with
+    # groups=1 both rearranges are views
+    wide = rearrange(experts, "k (g o) c h w -> (g k o) c h w", g=groups)
+    out = F.conv2d(x, wide, None, stride, padding, dilation, groups)
+    out = mix_branches(rearrange(out, "b (g k o) h w -> b (k g o) h w", g=groups, k=num_experts), routing)
+    return out if mixed_bias is None else out + mixed_bias[:, :, None, None].to(out.dtype)
+
+
+def init_experts_(experts: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+    """Initialise each expert kernel (and bias) as ``nn.Conv2d`` initialises its kernel."""
+    fan_in = math.prod(experts.shape[2:])
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        experts.uniform_(-bound, bound)
+        if bias is not None:
+            bias.uniform_(-bound, bound)
+
+
+class MixedKernelConv2d(nn.Module):
+    """Convolution with K expert kernels mixed per sample by a :class:`~dynconv.layers.RoutingHead`.
+
+    The shared machinery of :class:`~dynconv.layers.CondConv2d` and :class:`~dynconv.layers.DyConv2d`, which differ
+    in their routing. Like ``nn.Conv2d`` it has no normalisation or activation; blocks add them after it.
+
+    Args:
+        in_channels: Input channels C_in.
+        out_channels: Output channels C_out.
+        kernel_size: Kernel size k (odd).
+        stride: Stride.
+        padding: Zero padding; ``None`` gives ``k // 2``.
+        dilation: Kernel dilation.
+        groups: Channel groups.
+        bias: Learn one bias per expert (mixed like the kernels).
+        num_experts: Number of expert kernels K.
+        routing: The routing head producing (B, K) weights.
+        mode: How to compute the per-sample convolution: ``"auto"``, ``"grouped"``, ``"outputs"`` or ``"bmm"``
+            (see :mod:`dynconv.layers.kernel_mixing`); all are exact.
+
+    Shape:
+        - Input: (B, C_in, H, W)
+        - Output: (B, C_out, H', W')
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: Optional[int],
+                 dilation: int, groups: int, bias: bool, num_experts: int, routing: RoutingHead, mode: str):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
+                            ("groups", groups), ("num_experts", num_experts)):
+            check_positive_int(name, value)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        padding = kernel_size // 2 if padding is None else padding
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = (kernel_size, kernel_size)
+        self.stride, self.padding, self.dilation = (stride, stride), (padding, padding), (dilation, dilation)
+        self.num_experts = num_experts
+        self.mode = mode
+        self.routing = routing
+        # stored flat, (K, C_out * C_in / groups * k * k): a 5-d parameter would break model.to(channels_last)
+        self.weight = nn.Parameter(torch.empty(num_experts, out_channels * in_channels // groups * kernel_size ** 2))
+        self.bias = nn.Parameter(torch.empty(num_experts, out_channels)) if bias else None
+        init_experts_(self.experts, self.bias)
+
+    @property
+    def experts(self) -> torch.Tensor:
+        """The expert kernels as a (K, C_out, C_in / groups, k, k) view of the flat parameter."""
+        return self.weight.view(self.num_experts, self.out_channels, self.in_channels // self.groups,
+                                *self.kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
+        return mixed_kernel_conv2d(x, self.routing(x), self.experts, self.bias, self.stride, self.padding,
+                                   self.dilation, self.groups, self.mode)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}, num_experts={self.num_experts}, mode={self.mode}")

@@ -1,0 +1,143 @@
+"""ODConv: Omni-Dimensional Dynamic Convolution.
+
+Li, Zhou, Yao. ICLR 2022. https://arxiv.org/abs/2209.07947
+
+Four attentions from one pooled descriptor modulate the kernel along all its dimensions: spatial (k x k taps),
+input channels, output channels (filters) and kernel number (K experts)::
+
+    W_b = sum_k a_w[b, k] * (a_s[b] * W_k)        # a_s over the k x k taps
+    y_b = a_f[b] * conv(a_c[b] * x_b, W_b)         # a_c over input channels, a_f over output channels
+
+Input- and output-channel attentions act on the activations (equivalent and cheaper than on the weights). The
+original attention has a BatchNorm after its first layer; we leave it out, so batch size 1 trains.
+"""
+from typing import Optional, Tuple
+
+import torch
+from einops.layers.torch import Reduce
+from torch import nn
+
+from ._checks import check_input, check_positive_float, check_positive_int
+from .kernel_mixing import MODES, init_experts_, mix_kernels, per_sample_conv2d, select_mode
+
+
+class OmniAttention(nn.Module):
+    """ODConv's four attentions: pooled input -> Linear -> ReLU -> four heads.
+
+    Args:
+        in_channels: Input channels C_in.
+        out_channels: Output channels C_out.
+        kernel_size: Kernel size k; the spatial head is left out for k=1.
+        num_experts: Kernels K; the kernel head is left out for K=1.
+        reduction: Hidden width is ``max(int(in_channels * reduction), min_hidden)``.
+        min_hidden: Smallest hidden width.
+        temperature: All heads divide their logits by it (the kernel head is a softmax, the others sigmoids).
+
+    Shape:
+        - Input: (B, C_in, H, W)
+        - Output: channel (B, C_in), filter (B, C_out), spatial (B, k * k) or None, kernel (B, K) or None
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_experts: int,
+                 reduction: float = 0.0625, min_hidden: int = 16, temperature: float = 1.0):
+        super().__init__()
+        hidden = max(int(in_channels * reduction), min_hidden)
+        self.pool = Reduce("b c h w -> b c", "mean")
+        self.fc = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True))
+        self.channel = nn.Linear(hidden, in_channels)
+        self.filter = nn.Linear(hidden, out_channels)
+        self.spatial = nn.Linear(hidden, kernel_size * kernel_size) if kernel_size > 1 else None
+        self.kernel = nn.Linear(hidden, num_experts) if num_experts > 1 else None
+        self.register_buffer("temperature", torch.tensor(check_positive_float("temperature", temperature)),
+                             persistent=False)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set the temperature that divides every head's logits."""
+        self.temperature.fill_(check_positive_float("temperature", temperature))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor],
+                                                Optional[torch.Tensor]]:
+        hidden = self.fc(self.pool(x))
+        channel = torch.sigmoid(self.channel(hidden) / self.temperature)
+        filters = torch.sigmoid(self.filter(hidden) / self.temperature)
+        spatial = None if self.spatial is None else torch.sigmoid(self.spatial(hidden) / self.temperature)
+        kernel = None if self.kernel is None else torch.softmax(self.kernel(hidden) / self.temperature, dim=1)
+        return channel, filters, spatial, kernel
+
+
+class ODConv2d(nn.Module):
+    """Omni-dimensional dynamic convolution (no normalisation or activation).
+
+    Args:
+        in_channels: Input channels C_in.
+        out_channels: Output channels C_out.
+        kernel_size: Kernel size k (odd).
+        stride: Stride.
+        padding: Zero padding; ``None`` gives ``k // 2``.
+        dilation: Kernel dilation.
+        groups: Channel groups.
+        num_experts: Number of kernels K (the paper uses 1 or 4).
+        reduction: Attention hidden width relative to C_in (the paper's 1/16), at least 16.
+        temperature: Initial temperature of the attentions.
+        mode: Per-sample convolution: ``"auto"``, ``"grouped"`` or ``"bmm"`` (exact; the spatial attention rules out
+            output mixing).
+
+    Shape:
+        - Input: (B, C_in, H, W)
+        - Output: (B, C_out, H', W')
+
+    Example:
+        >>> conv = ODConv2d(8, 16, num_experts=4)
+        >>> conv(torch.randn(2, 8, 10, 10)).shape
+        torch.Size([2, 16, 10, 10])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: Optional[int] = None, dilation: int = 1, groups: int = 1, num_experts: int = 4,
+                 reduction: float = 0.0625, temperature: float = 1.0, mode: str = "auto"):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
+                            ("groups", groups), ("num_experts", num_experts)):
+            check_positive_int(name, value)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        if mode not in MODES or mode == "outputs":
+            raise ValueError(f"ODConv2d mode must be 'auto', 'grouped' or 'bmm', got {mode!r} (its spatial attention "
+                             "makes the kernel mix non-linear, so output mixing is not exact)")
+        padding = kernel_size // 2 if padding is None else padding
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = (kernel_size, kernel_size)
+        self.stride, self.padding, self.dilation = (stride, stride), (padding, padding), (dilation, dilation)
+        self.num_experts = num_experts
+        self.mode = mode
+        self.attention = OmniAttention(in_channels, out_channels, kernel_size, num_experts, reduction,
+                                       temperature=temperature)
+        # stored flat, (K, C_out * C_in / groups * k * k): a 5-d parameter would break model.to(channels_last)
+        self.weight = nn.Parameter(torch.empty(num_experts, out_channels * in_channels // groups * kernel_size ** 2))
+        init_experts_(self.experts, None)
+
+    @property
+    def experts(self) -> torch.Tensor:
+        """The expert kernels as a (K, C_out, C_in / groups, k, k) view of the flat parameter."""
+        return self.weight.view(self.num_experts, self.out_channels, self.in_channels // self.groups,
+                                *self.kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
+        channel, filters, spatial, kernel = self.attention(x)
+        batch = x.shape[0]
+        experts = self.experts
+        weight = experts.expand(batch, *experts.shape[1:]) if kernel is None else mix_kernels(kernel, experts)
+        if spatial is not None:
+            weight = weight * spatial.view(batch, 1, 1, *self.kernel_size).to(weight.dtype)
+        x = x * channel[:, :, None, None].to(x.dtype)
+        out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups,
+                                select_mode(self.mode, x, linear_mix=False))
+        return out * filters[:, :, None, None].to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}, num_experts={self.num_experts}, mode={self.mode}")

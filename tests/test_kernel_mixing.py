@@ -1,0 +1,143 @@
+"""Kernel-mixing layers (CondConv2d, DyConv2d, ODConv2d) against a per-sample loop oracle, in every mode."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynconv import CondConv2d, DyConv2d, ODConv2d, create_block, set_temperature, temperature_schedule
+from dynconv.layers import MixedKernelConv2d
+
+# (in_channels, out_channels, kernel_size, stride, groups, batch, size)
+SHAPES = [
+    (4, 6, 3, 1, 1, 3, 9),
+    (6, 4, 3, 2, 2, 2, 11),
+    (8, 8, 5, 1, 4, 1, 7),
+    (3, 5, 1, 1, 1, 4, 6),
+]
+LINEAR_MODES = ["grouped", "outputs", "bmm"]
+
+
+def _reference(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Each sample convolved on its own with the kernel its attentions give it."""
+    outputs = []
+    for sample in x.split(1):
+        if isinstance(layer, ODConv2d):
+            channel, filters, spatial, kernel = layer.attention(sample)
+            weight = (kernel[0, :, None, None, None, None] * layer.experts).sum(0) if kernel is not None else (
+                layer.experts[0])
+            if spatial is not None:
+                weight = weight * spatial.view(1, 1, *layer.kernel_size)
+            out = F.conv2d(sample * channel[:, :, None, None], weight, None, layer.stride, layer.padding,
+                           layer.dilation, layer.groups) * filters[:, :, None, None]
+        else:
+            routing = layer.routing(sample)[0]
+            weight = (routing[:, None, None, None, None] * layer.experts).sum(0)
+            bias = None if layer.bias is None else (routing[:, None] * layer.bias).sum(0)
+            out = F.conv2d(sample, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+        outputs.append(out)
+    return torch.cat(outputs)
+
+
+def _layers(shape, mode):
+    in_channels, out_channels, kernel_size, stride, groups, _, _ = shape
+    common = dict(kernel_size=kernel_size, stride=stride, groups=groups, num_experts=3, mode=mode)
+    layers = [CondConv2d(in_channels, out_channels, bias=True, **common),
+              DyConv2d(in_channels, out_channels, temperature=2.0, **common)]
+    if mode != "outputs":
+        layers.append(ODConv2d(in_channels, out_channels, **common))
+    return layers
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("mode", LINEAR_MODES)
+@pytest.mark.parametrize("train", [True, False])
+def test_every_mode_matches_the_per_sample_loop(shape, mode, train):
+    torch.manual_seed(0)
+    for layer in _layers(shape, mode):
+        layer.train(train)
+        *_, batch, size = shape
+        x = torch.randn(batch, shape[0], size, size, requires_grad=True)
+        out = layer(x)
+        reference = _reference(layer, x)
+        torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5, msg=f"{type(layer).__name__} {mode}")
+        grad = torch.randn_like(out)
+        (input_grad,) = torch.autograd.grad(out, x, grad)
+        (reference_grad,) = torch.autograd.grad(reference, x, grad)
+        torch.testing.assert_close(input_grad, reference_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layer_cls", [CondConv2d, DyConv2d, ODConv2d])
+def test_eval_output_of_a_sample_ignores_the_rest_of_the_batch(layer_cls):
+    torch.manual_seed(0)
+    block = create_block(layer_cls.__name__.lower().replace("2d", ""), 4, 6, num_convs=3).eval()
+    x = torch.randn(5, 4, 8, 8)
+    alone = torch.cat([block(x[i:i + 1]) for i in range(5)])
+    torch.testing.assert_close(block(x), alone, atol=1e-5, rtol=1e-5)
+
+
+def test_single_kernel_dyconv_equals_a_static_conv():
+    torch.manual_seed(0)
+    layer = DyConv2d(4, 6, num_experts=1, stride=2)
+    static = nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False)
+    static.weight.data.copy_(layer.experts[0])
+    x = torch.randn(3, 4, 9, 9)
+    torch.testing.assert_close(layer(x), static(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["condconv", "dyconv", "odconv"])
+def test_batch_size_one_trains_and_reaches_every_parameter(kind):
+    torch.manual_seed(0)
+    block = create_block(kind, 3, 4, num_convs=2).train()
+    block(torch.randn(1, 3, 6, 6)).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
+
+
+def test_channels_last_input_works_in_every_mode():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 8, 8)
+    for mode in LINEAR_MODES:
+        for layer in _layers((4, 6, 3, 1, 1, 3, 8), mode):
+            expected = layer(x)
+            out = layer(x.contiguous(memory_format=torch.channels_last))
+            torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["grouped", "outputs", "bmm"])
+def test_compiled_layer_does_not_recompile_for_every_batch_size(mode):
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    layer = DyConv2d(4, 6, num_experts=2, mode=mode)
+    compiled = torch.compile(layer, backend=counter)
+    for batch in (2, 3, 4, 5, 7):
+        x = torch.randn(batch, 4, 8, 8)
+        torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
+    # one static compile, at most one dynamic recompile, none after
+    assert counter.frame_count <= 2
+
+
+def test_temperature_schedule_and_setter():
+    schedule = temperature_schedule(30.0, 1.0, anneal_epochs=10)
+    assert schedule(0) == 30.0 and schedule(10) == 1.0 and schedule(25) == 1.0
+    assert schedule(2.5) == pytest.approx(30.0 - 29.0 * 0.25)
+    model = nn.Sequential(DyConv2d(4, 4), ODConv2d(4, 4), CondConv2d(4, 4))
+    assert set_temperature(model, 7.0) == 3
+    assert model[0].routing.temperature.item() == model[1].attention.temperature.item() == 7.0
+    with pytest.raises(ValueError, match="anneal_epochs"):
+        temperature_schedule(30.0, 1.0, anneal_epochs=0)
+
+
+def test_layers_reject_bad_arguments():
+    with pytest.raises(ValueError, match="groups=3 must divide in_channels=4"):
+        DyConv2d(4, 6, groups=3)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        CondConv2d(4, 6, mode="fast")
+    with pytest.raises(ValueError, match="output mixing is not exact"):
+        ODConv2d(4, 6, mode="outputs")
+    with pytest.raises(ValueError, match="num_experts must be a positive integer, got 0"):
+        MixedKernelConv2d(4, 6, 3, 1, None, 1, 1, False, 0, None, "auto")
+    with pytest.raises(ValueError, match="one kernel size"):
+        create_block("dyconv", 4, 6, kernel_size=(1, 3))
+    with pytest.raises(ValueError, match=r"expected input of shape \(B, 4, H, W\)"):
+        DyConv2d(4, 6)(torch.randn(2, 5, 8, 8))
