@@ -11,6 +11,7 @@ loop; target >= 1.25 on CPU, >= 2 on GPU at batch 64), each kernel-mixing block 
 import argparse
 import csv
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -63,13 +64,14 @@ def write_csv(medians: Medians, path: Path) -> None:
         writer = csv.writer(file)
         writer.writerow(["group", "implementation", "median_s"])
         for group in sorted(medians, key=_group_order):
-            for name, seconds in sorted(medians[group].items(), key=lambda item: ORDER.index(item[0])):
+            for name, seconds in sorted(medians[group].items()):
                 writer.writerow([group, name, f"{seconds:.6g}"])
 
 
 def table(medians: Medians) -> Tuple[List[str], List[List[str]]]:
     """Header and rows: configuration, medians in ms, ratios."""
-    names = [n for n in ORDER if any(n in row for row in medians.values())]
+    present = {n for row in medians.values() for n in row}
+    names = [n for n in ORDER if n in present] + sorted(present - set(ORDER))
     ratios = [r for r in RATIOS if r[1] in names and r[2] in names]
     header = ["configuration", *[f"{name} ms" for name in names], *[title for title, _, _ in ratios]]
     rows = []
@@ -92,17 +94,27 @@ def ratio_summary(medians: Medians) -> List[str]:
     return lines
 
 
+def split_suites(medians: Medians) -> Dict[str, Medians]:
+    """Block groups and per-sample-convolution mode groups (named "modes ...") go to separate tables."""
+    suites: Dict[str, Medians] = {"blocks": {}, "modes": {}}
+    for group, row in medians.items():
+        suites["modes" if group.startswith("modes ") else "blocks"][group] = row
+    return {name: suite for name, suite in suites.items() if suite}
+
+
 def markdown(medians: Medians, machine: str) -> str:
-    header, rows = table(medians)
-    lines = [f"Measured {machine}.", "", *[f"- {line}" for line in ratio_summary(medians)], "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = [f"Measured {machine}.", "", *[f"- {line}" for line in ratio_summary(medians)]]
+    for name, suite in split_suites(medians).items():
+        header, rows = table(suite)
+        lines += ["", f"### {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def _group_order(group: str):
-    shape, _, batch, k, mode, memory_format = group.split(" ")
-    return shape, int(batch.split("=")[1]), k, mode, memory_format
+    batch = int(re.search(r"B=(\d+)", group).group(1))
+    words = group.split(" ")
+    return words[0], words[1], batch, group
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision import transforms
 
-from cifar10_recipe.augment import Cutout, augment_batch, cutout_mask, flip_decisions, hole_mask
+from cifar10_recipe.augment import Cutout, Draws, augment_batch, cutout_mask, draw_augmentation, hole_mask
 from cifar10_recipe.loaders import TensorLoader
 
 
@@ -75,32 +75,35 @@ def test_cutout_coverage_matches_the_analytic_expectation():
     assert abs(coverage - _expected_coverage(16)) < 0.005
 
 
+def _draws(count: int, epoch: int = 0, flip: str = "random", cutout: int = 0, seed: int = 0,
+           flip_base=None, crop_padding: int = 4) -> Draws:
+    return draw_augmentation(count, height=32, width=32, crop_padding=crop_padding, flip=flip, cutout=cutout,
+                             cutout_holes=1,
+                             epoch=epoch, flip_base=flip_base, generator=torch.Generator().manual_seed(seed),
+                             device=torch.device("cpu"))
+
+
 @pytest.mark.parametrize("pad_mode", ["zeros", "reflect"])
 def test_batch_crop_and_flip_equal_the_per_sample_reference(pad_mode):
-    generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
-    flip = torch.rand(64, generator=generator) < 0.5
-    out, keep = augment_batch(images, crop_padding=4, pad_mode=pad_mode, flip=flip,
-                              generator=torch.Generator().manual_seed(1))
-    # recover the drawn offsets from coordinate images pushed through the same draws
-    coords, coords_keep = augment_batch(_coordinate_images(64), crop_padding=4, pad_mode="zeros", flip=flip,
-                                        generator=torch.Generator().manual_seed(1))
-    offsets_y, offsets_x, flips = _offsets_and_flips(coords * coords_keep)
-    assert torch.equal(flips, flip)
+    draws = _draws(64, cutout=8)
+    out, keep = augment_batch(images, draws, crop_padding=4, pad_mode=pad_mode, cutout=8)
     padding = {"zeros": "constant", "reflect": "reflect"}[pad_mode]
     for i in range(64):
         reference = torch.nn.functional.pad(images[i].float(), (4, 4, 4, 4), mode=padding)
-        reference = reference[:, offsets_y[i]:offsets_y[i] + 32, offsets_x[i]:offsets_x[i] + 32]
-        if flip[i]:
+        y, x = int(draws.offsets_y[i]), int(draws.offsets_x[i])
+        reference = reference[:, y:y + 32, x:x + 32]
+        if draws.flip[i]:
             reference = reference.flip(2)
+        holes = hole_mask(draws.hole_centres[i:i + 1, 0, 0], draws.hole_centres[i:i + 1, 0, 1], 32, 32, 8)[0]
+        reference = reference.masked_fill(holes, 0)
         torch.testing.assert_close((out[i] * keep[i]).float(), reference, atol=0, rtol=0)
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_batch_augmentation_matches_torchvision_statistics_per_sample():
     count = 9000
-    batch, keep = augment_batch(_coordinate_images(count), crop_padding=4, flip=torch.rand(count) < 0.5,
-                                generator=torch.Generator().manual_seed(0))
+    batch, keep = augment_batch(_coordinate_images(count), _draws(count), crop_padding=4)
     batch = batch * keep
     torchvision_pipeline = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.RandomCrop(32, 4)])
     torch.manual_seed(0)
@@ -117,12 +120,21 @@ def test_batch_augmentation_matches_torchvision_statistics_per_sample():
     assert len(offsets_y.unique()) == 9 and 0 < flips.sum() < 100
 
 
+def test_batch_cutout_coverage_matches_the_per_image_transform():
+    count = 20_000
+    _, keep = augment_batch(torch.zeros(count, 1, 32, 32, dtype=torch.uint8),
+                            _draws(count, cutout=16, crop_padding=0), crop_padding=0, cutout=16)
+    assert abs((1 - keep.float().mean()) - _expected_coverage(16)) < 0.005
+
+
 def test_alternating_flip_mirrors_each_image_every_other_epoch():
     base = torch.rand(1000, generator=torch.Generator().manual_seed(0)) < 0.5
-    indices = torch.randperm(1000)
-    even, odd = flip_decisions(indices, 4, "alternate", base), flip_decisions(indices, 5, "alternate", base)
+    even = _draws(1000, epoch=4, flip="alternate", flip_base=base).flip
+    odd = _draws(1000, epoch=5, flip="alternate", flip_base=base).flip
     assert torch.equal(even, ~odd) and abs(even.float().mean() - 0.5) < 0.05
-    assert flip_decisions(indices, 0, "none", base) is None
+    assert _draws(10, flip="none").flip is None
+    with pytest.raises(ValueError, match="flip must be one of"):
+        _draws(10, flip="sometimes")
 
 
 def test_tensor_loader_normalises_shards_and_reproduces_epochs():

@@ -5,11 +5,12 @@
 
 This is the family of CondConv (:mod:`~dynconv.layers.cond_conv`), Dynamic Convolution (:mod:`~dynconv.layers.dy_conv`)
 and, with more attentions, ODConv (:mod:`~dynconv.layers.od_conv`). Every sample has its own kernel, so the batch
-cannot run as one ordinary convolution. Three exact ways to compute it, chosen per call by :func:`select_mode`:
+cannot run as one ordinary convolution. Three exact ways to compute it, chosen per call by :func:`select_mode` from
+the device and the output size:
 
 - ``"grouped"``: mix the kernels into (B, C_out, C_in/g, k, k) and run one grouped convolution with ``groups = B * g``
   over a (1, B * C_in, H, W) view of the input (timm's CondConv2d). One pass over the data, but per-sample weights
-  cost B * C_out * C_in * k^2 memory, and backends run large group counts slowly (oneDNN on CPU especially).
+  cost B * C_out * C_in * k^2 memory, and each group is a small GEMM, slow on CPU at low resolution.
 - ``"outputs"``: convolution is linear in its kernel, so ``conv(x, sum_k a_k W_k) = sum_k a_k conv(x, W_k)``: run one
   dense convolution with K * C_out outputs and mix the K groups of outputs per sample, as the branch-mixing block
   does. K times the FLOPs, but dense and independent of B. Only for kernels that are mixed linearly (not ODConv's
@@ -32,14 +33,30 @@ from .routing import RoutingHead
 MODES = ("auto", "grouped", "outputs", "bmm")
 
 
-def select_mode(mode: str, x: torch.Tensor, linear_mix: bool) -> str:
-    """Resolve ``"auto"``: on CPU, output mixing where the mix is linear, else the batched matmul (both measured
-    faster than a grouped convolution with B groups on CPU, see benchmarks/); on GPU the grouped convolution."""
+# below this many output pixels per sample, each group of a B-group convolution is a GEMM too small for CPU backends
+GROUPED_MIN_PIXELS_CPU = 128
+
+
+def select_mode(mode: str, x: torch.Tensor, linear_mix: bool, output_pixels: int) -> str:
+    """Resolve ``"auto"``.
+
+    On CPU (measured in ``benchmarks/results/cpu.md``, modes table): the grouped convolution is fastest while each
+    sample's output has at least ``GROUPED_MIN_PIXELS_CPU`` pixels (64 -> 64 channels at 32x32: 4x faster than
+    output mixing); below that its per-group GEMMs are tiny and output mixing (for a linear mix) or the batched
+    matmul wins (256 -> 256 at 8x8: output mixing 1.7x faster). On GPU: the grouped convolution (not yet measured).
+    """
     if mode != "auto":
         return mode
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and output_pixels < GROUPED_MIN_PIXELS_CPU:
         return "outputs" if linear_mix else "bmm"
     return "grouped"
+
+
+def output_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
+                dilation: Tuple[int, int]) -> Tuple[int, int]:
+    """Spatial size of a convolution's output."""
+    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
+                 for s, k, st, p, d in zip(size, kernel, stride, padding, dilation, strict=True))
 
 
 def mix_kernels(routing: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
@@ -72,8 +89,7 @@ def per_sample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     """
     batch, channels, height, width = x.shape
     out_channels, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
-    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    out_h, out_w = output_size((height, width), (kh, kw), stride, padding, dilation)
     if mode == "grouped":
         # reshape, not view: x may be channels-last
         out = F.conv2d(x.reshape(1, batch * channels, height, width), weight.reshape(-1, *weight.shape[2:]),
@@ -100,7 +116,8 @@ def mixed_kernel_conv2d(x: torch.Tensor, routing: torch.Tensor, experts: torch.T
         - bias: (K, C_out)
         - Output: (B, C_out, H', W')
     """
-    mode = select_mode(mode, x, linear_mix=True)
+    out_h, out_w = output_size(x.shape[-2:], experts.shape[-2:], stride, padding, dilation)
+    mode = select_mode(mode, x, linear_mix=True, output_pixels=out_h * out_w)
     mixed_bias = None if bias is None else mix_kernels(routing, bias)
     if mode != "outputs":
         return per_sample_conv2d(x, mix_kernels(routing, experts), mixed_bias, stride, padding, dilation, groups,

@@ -18,7 +18,7 @@ from einops.layers.torch import Reduce
 from torch import nn
 
 from ._checks import check_input, check_positive_float, check_positive_int
-from .kernel_mixing import MODES, init_experts_, mix_kernels, per_sample_conv2d, select_mode
+from .kernel_mixing import MODES, init_experts_, mix_kernels, output_size, per_sample_conv2d, select_mode
 
 
 class OmniAttention(nn.Module):
@@ -134,8 +134,9 @@ class ODConv2d(nn.Module):
         if spatial is not None:
             weight = weight * spatial.view(batch, 1, 1, *self.kernel_size).to(weight.dtype)
         x = x * channel[:, :, None, None].to(x.dtype)
-        out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups,
-                                select_mode(self.mode, x, linear_mix=False))
+        out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
+        mode = select_mode(self.mode, x, linear_mix=False, output_pixels=out_h * out_w)
+        out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups, mode)
         return out * filters[:, :, None, None].to(out.dtype)
 
     def extra_repr(self) -> str:

@@ -270,7 +270,8 @@ MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
         drop_rate=0.0, act_layer="gelu"),
     # built for speed on a GPU after airbench94 (Jordan 2024, https://arxiv.org/abs/2404.00498): a 2x2 patch stem
     # (initialised by patch whitening in the recipe), conv-pool-conv segments of widths 64-256-256 whose second
-    # block is dynamic (K=2), fast-moving BatchNorm statistics, GELU, global max pool, linear head
+    # block is dynamic (K=2), fast-moving BatchNorm statistics, GELU, linear head; average pooling, since airbench's
+    # max pooling made the head's gradients 10x larger and training diverge at its learning rates
     dynconv_cifar_fast=DynConvNetCfg(
         widths=(64, 256, 256), depths=(2, 2, 2), num_convs=((1, 2), (1, 2), (1, 2)), stem="patch", stem_width=24,
         stem_kernel_size=2, downsample="conv_pool", norm_momentum=0.4, norm_eps=1e-12, head="linear",

@@ -25,8 +25,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import timm
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
@@ -36,8 +38,10 @@ from dynconv import set_temperature, temperature_schedule
 from cifar10_recipe.checkpoint import (
     BEST,
     CheckpointError,
+    checkpoint_epoch,
     load_checkpoint,
     load_weights,
+    remove_temporaries,
     save_checkpoint,
     save_weights,
 )
@@ -50,12 +54,25 @@ from cifar10_recipe.config import (
     resolve_config,
 )
 from cifar10_recipe.data import Cifar10, DatasetError, load_cifar10
+from cifar10_recipe.distributed import (
+    SINGLE_PROCESS,
+    Distributed,
+    all_reduce_sum,
+    convert_sync_batchnorm,
+    init_distributed,
+)
 from cifar10_recipe.loaders import TensorLoader, TorchvisionLoader, epoch_seed
 from cifar10_recipe.report import epoch_line, plot_curves, write_metrics
 from cifar10_recipe.whitening import init_patch_whitening
 
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says what happened and what was kept."""
+
+
 # configuration fields that may change when a run is resumed: they do not change what is computed
-RESUMABLE_CHANGES = frozenset({"device", "threads", "workers", "progress", "out", "data_dir", "download", "save_every"})
+RESUMABLE_CHANGES = frozenset({"device", "threads", "workers", "progress", "out", "data_dir", "download", "save_every",
+                               "on_nan"})
 
 # ---------------------------------------------------------------------------------------------------------------
 #  Setup: device, precision, determinism
@@ -171,18 +188,23 @@ def whiten_stem(model: nn.Module, images: torch.Tensor, mean, std) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_loaders(config: TrainConfig, data: Cifar10, device: torch.device, mean, std):
+def build_loaders(config: TrainConfig, data: Cifar10, device: torch.device, mean, std,
+                  distributed: Distributed = SINGLE_PROCESS):
+    """Train and test loaders; with several processes each gets its share of every global batch."""
     common = dict(device=device, mean=mean, std=std, crop_padding=config.crop_padding, pad_mode=config.pad_mode,
                   flip=config.flip, cutout=config.cutout, cutout_holes=config.cutout_holes,
-                  channels_last=config.channels_last, seed=config.seed)
+                  channels_last=config.channels_last, seed=config.seed, rank=distributed.rank,
+                  world_size=distributed.world_size)
     if config.loader == "torchvision":
         loader_cls = TorchvisionLoader
         common.update(workers=config.workers, persistent_workers=not config.deterministic)
     else:
         loader_cls = TensorLoader
-    train = loader_cls(data.train_images, data.train_labels, batch_size=config.batch_size, train=True, **common)
-    test = loader_cls(data.test_images, data.test_labels, batch_size=max(config.batch_size, 500), train=False,
-                      **common)
+    batch_size = config.batch_size // distributed.world_size
+    # processes must run the same number of steps, so a distributed epoch drops its last partial global batch
+    train = loader_cls(data.train_images, data.train_labels, batch_size=batch_size, train=True,
+                       drop_last=distributed.enabled, **common)
+    test = loader_cls(data.test_images, data.test_labels, batch_size=max(batch_size, 500), train=False, **common)
     return train, test
 
 
@@ -191,18 +213,35 @@ def build_loaders(config: TrainConfig, data: Cifar10, device: torch.device, mean
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int):
+        super().__init__(f"the training loss became non-finite at step {step}")
+        self.step = step
+
+
+NAN_CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check synchronises a GPU)
+
+
 def train_epoch(model, loader, optimizer, scheduler, config: TrainConfig, autocast, show_progress: bool,
-                desc: str, ema: Optional[AveragedModel] = None,
-                on_step: Optional[Callable[[float], None]] = None) -> Dict[str, float]:
+                desc: str, first_step: int = 0, ema: Optional[AveragedModel] = None,
+                on_step: Optional[Callable[[float], None]] = None,
+                distributed: Distributed = SINGLE_PROCESS) -> Dict[str, float]:
     """One pass over ``loader``. Training time is measured with CUDA events on a GPU (data augmentation included).
 
-    ``on_step`` is called before every step with the fraction of the epoch done (for temperature annealing).
+    A non-finite loss raises :class:`NonFiniteLossError` (checked every ``NAN_CHECK_EVERY`` steps, naming the first
+    bad step, ``first_step`` counting the steps of earlier epochs) or, with ``--on-nan skip``, skips that step (checked
+    every step). ``on_step`` is called before every step with the fraction of the epoch done (temperature annealing).
+    With several processes the decisions are agreed across them and the metrics summed over them.
     """
     model.train()
-    total_loss = torch.zeros((), device=loader.device)
-    correct = torch.zeros((), device=loader.device, dtype=torch.long)
-    seen = 0
-    on_cuda = loader.device.type == "cuda"
+    device = loader.device
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    seen = skipped = 0
+    on_cuda = device.type == "cuda"
     if on_cuda:
         start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start_event.record()
@@ -214,6 +253,10 @@ def train_epoch(model, loader, optimizer, scheduler, config: TrainConfig, autoca
         with autocast:
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        if config.on_nan == "skip" and not _all_finite(loss, distributed):
+            skipped += 1
+            scheduler.step()
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -223,16 +266,36 @@ def train_epoch(model, loader, optimizer, scheduler, config: TrainConfig, autoca
         total_loss += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), first_step + step, first_bad)
+        if (step + 1) % NAN_CHECK_EVERY == 0:
+            _raise_if_non_finite(first_bad, distributed)
         if show_progress and step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+    _raise_if_non_finite(first_bad, distributed)
     if on_cuda:
         end_event.record()
-        torch.cuda.synchronize(loader.device)
+        torch.cuda.synchronize(device)
         seconds = start_event.elapsed_time(end_event) / 1000
     else:
         seconds = time.perf_counter() - start
-    return {"train_loss": total_loss.item() / seen, "train_acc": correct.item() / seen,
-            "images_per_s": seen / seconds, "train_s": seconds}
+    total_loss, correct, seen = all_reduce_sum([total_loss.item(), correct.item(), seen], device)
+    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "images_per_s": seen / seconds, "train_s": seconds, "skipped_steps": skipped}
+
+
+def _all_finite(loss: torch.Tensor, distributed: Distributed) -> bool:
+    finite = torch.isfinite(loss).to(torch.int32)
+    if distributed.enabled:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
+
+
+def _raise_if_non_finite(first_bad: torch.Tensor, distributed: Distributed) -> None:
+    if distributed.enabled:
+        first_bad = first_bad.clone()
+        dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+    if first_bad.item() >= 0:
+        raise NonFiniteLossError(int(first_bad.item()))
 
 
 def predict(model: nn.Module, images: torch.Tensor, tta: int) -> torch.Tensor:
@@ -266,8 +329,10 @@ def evaluate(model, loader, autocast, tta: int = 0) -> Dict[str, Optional[float]
         total_loss += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
-    return {"test_loss": total_loss.item() / seen, "test_acc": correct.item() / seen,
-            "test_acc_tta": correct_tta.item() / seen if tta else None}
+    total_loss, correct, correct_tta, seen = all_reduce_sum(
+        [total_loss.item(), correct.item(), correct_tta.item(), seen], loader.device)
+    return {"test_loss": total_loss / seen, "test_acc": correct / seen,
+            "test_acc_tta": correct_tta / seen if tta else None}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,21 +341,27 @@ def evaluate(model, loader, autocast, tta: int = 0) -> Dict[str, Optional[float]
 
 
 def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = "",
-        data: Optional[Cifar10] = None) -> Dict[str, Any]:
-    """Train (or continue training) one seed and return its summary. Writes everything into ``run_dir``."""
+        data: Optional[Cifar10] = None, distributed: Distributed = SINGLE_PROCESS,
+        device: Optional[torch.device] = None) -> Dict[str, Any]:
+    """Train (or continue training) one seed and return its summary. Writes everything into ``run_dir`` (the main
+    process only, when there are several)."""
     wall_start = time.perf_counter()
-    device = resolve_device(config.device)
+    device = device or resolve_device(config.device)
     configure_execution(config, device)
+    say = print if distributed.is_main else lambda *args, **kwargs: None
     if data is None:
         data = load_cifar10(config.data_dir, config.download).subset(config.subset, config.test_subset)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)
     model = build_model(config, device)
     mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
     if config.whiten:
         whiten_stem(model, data.train_images[:5000].to(device), mean, std)
-    train_loader, test_loader = build_loaders(config, data, device, mean, std)
+    train_loader, test_loader = build_loaders(config, data, device, mean, std, distributed)
+    if config.sync_bn and distributed.enabled:
+        model = convert_sync_batchnorm(model, device)
     optimizer = build_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(train_loader)))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) \
@@ -298,10 +369,13 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
     eval_model = ema.module if ema is not None else model
     autocast = autocast_context(config, device)
     checkpoints = run_dir / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
+    if distributed.is_main:
+        checkpoints.mkdir(exist_ok=True)
     history: List[Dict[str, Any]] = []
     best = {"test_acc": -1.0, "epoch": -1}
     if resume:
+        if distributed.is_main:
+            remove_temporaries(checkpoints)
         weights, state = load_checkpoint(checkpoints)
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
@@ -312,35 +386,55 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
     start_epoch = history[-1]["epoch"] + 1 if history else 0
     params = sum(p.numel() for p in model.parameters())
     flops = count_flops(model, device)
-    step_model = torch.compile(model) if config.compile else model
+    step_model = model
+    if distributed.enabled:
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        step_model = torch.compile(step_model)
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
     temperature = temperature_schedule(config.temperature_start or 1.0, 1.0, config.temperature_epochs)
 
-    print(f"{config.model}: {params / 1e6:.2f}M params, {flops / 1e6:.0f} MFLOPs/image | {len(data.train_labels)} "
-          f"train / {len(data.test_labels)} test images from {data.root} | device {device} | seed {config.seed} | "
-          f"run dir {run_dir}", flush=True)
+    say(f"{config.model}: {params / 1e6:.2f}M params, {flops / 1e6:.0f} MFLOPs/image | {len(data.train_labels)} "
+        f"train / {len(data.test_labels)} test images from {data.root} | device {device} | seed {config.seed} | "
+        f"run dir {run_dir}" + (f" | {distributed.world_size} processes" if distributed.enabled else ""), flush=True)
     for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout and worker-less torchvision transforms
+        # dropout and worker-less torchvision transforms; each process its own stream (rank 0 = single process)
+        torch.manual_seed(epoch_seed(config.seed, epoch) + 7919 * distributed.rank)
         train_loader.set_epoch(epoch)
         row: Dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         anneal = None
         if config.temperature_start:
             def anneal(fraction: float, epoch: int = epoch) -> None:
                 set_temperature(model, temperature(epoch + fraction))
-        row.update(train_epoch(step_model, train_loader, optimizer, scheduler, config, autocast, show_progress,
-                               f"epoch {epoch + 1}/{config.epochs}", ema, anneal))
+        try:
+            row.update(train_epoch(step_model, train_loader, optimizer, scheduler, config, autocast, show_progress,
+                                   f"epoch {epoch + 1}/{config.epochs}", epoch * len(train_loader), ema, anneal,
+                                   distributed))
+        except NonFiniteLossError as error:
+            saved = checkpoint_epoch(checkpoints)
+            last_good = ("no checkpoint was saved yet" if saved is None else
+                         f"the last good checkpoint is epoch {saved + 1} in {checkpoints}; continue from it with "
+                         f"--resume {run_dir} and a lower --lr (with --allow-config-change)")
+            raise TrainingError(f"{error} (epoch {epoch + 1}); nothing was saved after it; {last_good}; "
+                                "--on-nan skip skips such steps instead") from None
         last = epoch + 1 == config.epochs
         if (epoch + 1) % config.eval_every == 0 or last:
             # eager: a compiled eval graph would cost another compilation for little gain
             row.update(evaluate(eval_model, test_loader, autocast, tta=config.tta if last else 0))
         row["elapsed_s"] = elapsed_before + time.perf_counter() - wall_start
         history.append(row)
-        print(epoch_line(row, config.epochs), flush=True)
-        write_metrics(run_dir / "metrics.jsonl", history)
+        say(epoch_line(row, config.epochs), flush=True)
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingError(f"the weights became non-finite in epoch {epoch + 1}; nothing of this epoch was saved, "
+                                f"earlier checkpoints in {checkpoints} are intact")
         if row.get("test_acc") is not None and row["test_acc"] > best["test_acc"]:
             best = {"test_acc": row["test_acc"], "epoch": epoch}
-            save_weights(checkpoints / BEST, eval_model, config.to_dict(), epoch)
+            if distributed.is_main:
+                save_weights(checkpoints / BEST, eval_model, config.to_dict(), epoch)
+        if not distributed.is_main:
+            continue
+        write_metrics(run_dir / "metrics.jsonl", history)
         if (epoch + 1) % config.save_every == 0 or last:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
                      "history": history, "best": best}
@@ -356,26 +450,30 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
         "best_epoch": best["epoch"], "epochs": len(history), "wall_s": final["elapsed_s"], "train_s": train_seconds,
         "images_per_s": len(data.train_labels) * len(history) / train_seconds, "params": params,
         "flops_per_image": flops, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
-        "seed": config.seed, "data_root": str(data.root),
+        "threads": torch.get_num_threads(), "processes": distributed.world_size, "torch": torch.__version__,
+        "timm": timm.__version__, "seed": config.seed, "data_root": str(data.root),
     }
+    if not distributed.is_main:
+        return summary
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_curves(history, run_dir / "curves.png", f"{config.model} ({preset or 'custom'}), seed {config.seed}")
     tta = f", with TTA {100 * final['test_acc_tta']:.2f}%" if config.tta else ""
-    print(f"done: test accuracy {100 * final['test_acc']:.2f}%{tta} (best {100 * best['test_acc']:.2f}% at epoch "
-          f"{best['epoch'] + 1}), training {train_seconds:.1f}s, wall {final['elapsed_s']:.0f}s, run dir {run_dir}",
-          flush=True)
+    say(f"done: test accuracy {100 * final['test_acc']:.2f}%{tta} (best {100 * best['test_acc']:.2f}% at epoch "
+        f"{best['epoch'] + 1}), training {train_seconds:.1f}s, wall {final['elapsed_s']:.0f}s, run dir {run_dir}",
+        flush=True)
     return summary
 
 
-def run_seeds(config: TrainConfig, run_dir: Path, preset: str) -> Dict[str, Any]:
+def run_seeds(config: TrainConfig, run_dir: Path, preset: str, distributed: Distributed = SINGLE_PROCESS,
+              device: Optional[torch.device] = None) -> Dict[str, Any]:
     """``config.runs`` runs with seeds seed, seed+1, ... in ``run_dir/seed<N>``; writes and returns the aggregate.
 
     Training time is the median over runs, robust to a first run that pays for torch.compile.
     """
     data = load_cifar10(config.data_dir, config.download).subset(config.subset, config.test_subset)
     summaries = [run(dataclasses.replace(config, seed=config.seed + index, runs=1),
-                     run_dir / f"seed{config.seed + index}", preset=preset, data=data)
+                     run_dir / f"seed{config.seed + index}", preset=preset, data=data, distributed=distributed,
+                     device=device)
                  for index in range(config.runs)]
 
     def spread(key: str) -> Optional[Dict[str, float]]:
@@ -390,6 +488,8 @@ def run_seeds(config: TrainConfig, run_dir: Path, preset: str) -> Dict[str, Any]
                  "wall_s_median": statistics.median(s["wall_s"] for s in summaries),
                  **{k: summaries[0][k] for k in ("model", "preset", "tta", "epochs", "params", "flops_per_image",
                                                  "device", "torch", "timm")}}
+    if not distributed.is_main:
+        return aggregate
     (run_dir / "runs.json").write_text(json.dumps(aggregate, indent=2) + "\n")
     lines = [f"{config.runs} runs of {config.model} ({preset or 'custom'}) on {aggregate['device']}:"]
     for key, label in (("test_acc", "test accuracy"), ("test_acc_tta", f"with TTA level {config.tta}")):
@@ -461,17 +561,32 @@ def main(argv: Optional[List[str]] = None) -> int:
             preset = args.preset
             config = resolve_config(preset, overrides)
             run_dir = Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{preset}")
-            if (run_dir / "config.json").exists():
-                raise ValueError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
         if args.resume and config.runs > 1:
             raise ValueError("--resume continues a single run; resume each seed<N>/ directory of a --runs run")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps({"preset": preset, **config.to_dict()}, indent=2) + "\n")
+        distributed, device = init_distributed(resolve_device(config.device))
+        if distributed.enabled:
+            if config.batch_size % distributed.world_size:
+                raise ValueError(f"--batch-size {config.batch_size} is the global batch and must be divisible by the "
+                                 f"{distributed.world_size} processes")
+            # every process must write into the directory the main process named (timestamps may differ)
+            names = [str(run_dir)]
+            dist.broadcast_object_list(names, src=0)
+            run_dir = Path(names[0])
+        if distributed.is_main:
+            if not args.resume and (run_dir / "config.json").exists():
+                raise ValueError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "config.json").write_text(
+                    json.dumps({"preset": preset, **config.to_dict()}, indent=2) + "\n")
+            except OSError as error:
+                raise TrainingError(f"cannot write to the run directory {run_dir} ({error.strerror}); choose "
+                                    "another --out") from None
         if config.runs > 1:
-            run_seeds(config, run_dir, preset)
+            run_seeds(config, run_dir, preset, distributed, device)
         else:
-            run(config, run_dir, resume=bool(args.resume), preset=preset)
-    except (DatasetError, CheckpointError, ValueError) as error:
+            run(config, run_dir, resume=bool(args.resume), preset=preset, distributed=distributed, device=device)
+    except (DatasetError, CheckpointError, TrainingError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -8,6 +8,7 @@ clipped at the image borders, so holes near a border are smaller. Both pipelines
 torchvision.transforms.v2 applied to a batched tensor draws one random parameter for the whole batch; the batch path
 here draws every crop offset, flip and hole per sample.
 """
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -86,19 +87,59 @@ def _source_positions(offsets: torch.Tensor, size: int, padding: int, pad_mode: 
     return positions.clamp(0, size - 1), valid
 
 
-def augment_batch(images: torch.Tensor, *, crop_padding: int = 4, pad_mode: str = "zeros",
-                  flip: Optional[torch.Tensor] = None, cutout: int = 0, cutout_holes: int = 1,
-                  generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Random crop (from the image padded by ``crop_padding``) and flip of every sample, in one gather.
+@dataclass(frozen=True)
+class Draws:
+    """The random choices of one epoch's augmentation, one entry per sample of the dataset.
+
+    Drawn for the whole dataset at the start of an epoch and indexed by sample, so what a sample gets does not depend
+    on which batch or which process it lands in (a distributed run augments exactly like a single process).
+    """
+
+    offsets_y: torch.Tensor               # (N,) crop offset into the padded image, 0 .. 2 * padding
+    offsets_x: torch.Tensor               # (N,)
+    flip: Optional[torch.Tensor]          # (N,) bool, or None for no flips
+    hole_centres: Optional[torch.Tensor]  # (N, holes, 2) Cutout centres (row, column), or None for no Cutout
+
+    def __getitem__(self, indices: torch.Tensor) -> "Draws":
+        return Draws(self.offsets_y[indices], self.offsets_x[indices],
+                     None if self.flip is None else self.flip[indices],
+                     None if self.hole_centres is None else self.hole_centres[indices])
+
+
+def draw_augmentation(count: int, *, height: int, width: int, crop_padding: int, flip: str, cutout: int,
+                      cutout_holes: int, epoch: int, flip_base: Optional[torch.Tensor], generator: torch.Generator,
+                      device: torch.device) -> Draws:
+    """Draw one epoch's crop offsets, flips and Cutout centres for ``count`` samples.
+
+    Flips: ``"random"`` mirrors each sample with probability 1/2; ``"alternate"`` mirrors sample i on the epochs where
+    ``flip_base[i]`` XOR (epoch is odd), so every image is seen both ways in any two consecutive epochs (airbench's
+    alternating flip); ``"none"`` never mirrors.
+    """
+    if flip not in FLIP_MODES:
+        raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
+    offsets = torch.randint(2 * crop_padding + 1, (2, count), generator=generator, device=device)
+    flips = None
+    if flip == "random":
+        flips = torch.rand(count, generator=generator, device=device) < 0.5
+    elif flip == "alternate":
+        flips = flip_base ^ bool(epoch % 2)
+    centres = None
+    if cutout:
+        size = torch.tensor([height, width], device=device)
+        centres = (torch.rand(count, cutout_holes, 2, generator=generator, device=device) * size).long()
+    return Draws(offsets[0], offsets[1], flips, centres)
+
+
+def augment_batch(images: torch.Tensor, draws: Draws, *, crop_padding: int = 4, pad_mode: str = "zeros",
+                  cutout: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Crop (from the image padded by ``crop_padding``) and flip every sample as ``draws`` say, in one gather.
 
     Args:
         images: uint8 batch.
-        crop_padding: Padding of the random crop; 0 disables cropping.
+        draws: This batch's random choices (:func:`draw_augmentation`, indexed by the batch's samples).
+        crop_padding: Padding of the crop; 0 disables cropping.
         pad_mode: ``"zeros"`` (torchvision's RandomCrop) or ``"reflect"``.
-        flip: Boolean (B,) tensor, True where the sample is mirrored; ``None`` for no flips.
         cutout: Side of the Cutout holes; 0 disables Cutout.
-        cutout_holes: Holes per sample.
-        generator: Source of randomness (on the images' device).
 
     Returns:
         The augmented uint8 images, laid out channels-last in memory, and a (B, 1, H, W) keep-mask (0 where a
@@ -111,35 +152,16 @@ def augment_batch(images: torch.Tensor, *, crop_padding: int = 4, pad_mode: str 
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     batch, _, height, width = images.shape
-    device = images.device
-    offsets_y = torch.randint(2 * crop_padding + 1, (batch,), generator=generator, device=device)
-    offsets_x = torch.randint(2 * crop_padding + 1, (batch,), generator=generator, device=device)
-    rows, rows_valid = _source_positions(offsets_y, height, crop_padding, pad_mode)
-    cols, cols_valid = _source_positions(offsets_x, width, crop_padding, pad_mode)
-    if flip is not None:
-        cols = torch.where(flip[:, None], cols.flip(1), cols)
-        cols_valid = torch.where(flip[:, None], cols_valid.flip(1), cols_valid)
-    samples = torch.arange(batch, device=device)
+    rows, rows_valid = _source_positions(draws.offsets_y, height, crop_padding, pad_mode)
+    cols, cols_valid = _source_positions(draws.offsets_x, width, crop_padding, pad_mode)
+    if draws.flip is not None:
+        cols = torch.where(draws.flip[:, None], cols.flip(1), cols)
+        cols_valid = torch.where(draws.flip[:, None], cols_valid.flip(1), cols_valid)
+    samples = torch.arange(batch, device=images.device)
     # advanced indexing around the channel slice yields (B, H, W, C): channels-last memory for free
     out = images[samples[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     keep = rows_valid[:, :, None] & cols_valid[:, None, :]
-    if cutout:
-        keep &= ~cutout_mask(batch, height, width, cutout, cutout_holes, generator=generator, device=device)
+    if cutout and draws.hole_centres is not None:
+        for hole in draws.hole_centres.unbind(1):
+            keep &= ~hole_mask(hole[:, 0], hole[:, 1], height, width, cutout)
     return out, keep[:, None]
-
-
-def flip_decisions(indices: torch.Tensor, epoch: int, mode: str, base: Optional[torch.Tensor],
-                   generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
-    """Which samples to mirror this epoch.
-
-    ``"random"`` flips each sample with probability 1/2; ``"alternate"`` mirrors image i on the epochs where
-    ``base[i]`` XOR (epoch is odd), so every image is seen both ways in any two consecutive epochs (airbench's
-    alternating flip); ``"none"`` never flips.
-    """
-    if mode == "none":
-        return None
-    if mode == "alternate":
-        return base[indices] ^ bool(epoch % 2)
-    if mode == "random":
-        return torch.rand(len(indices), generator=generator, device=indices.device) < 0.5
-    raise ValueError(f"flip must be one of {FLIP_MODES}, got {mode!r}")

@@ -18,7 +18,7 @@ at an epoch boundary reproduces the uninterrupted run without one.
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
@@ -62,8 +62,12 @@ def weights_of(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def save_weights(path: Path, model: nn.Module, config: Dict[str, Any], epoch: int) -> None:
+    """Write ``model``'s weights to ``path`` atomically, with the resolved config and the epoch as metadata."""
     metadata = {"config": json.dumps(config), "epoch": str(epoch), "format": "dynconv-recipe-1"}
-    atomic_write(path, lambda temporary: save_file(weights_of(model), str(temporary), metadata=metadata))
+    try:
+        atomic_write(path, lambda temporary: save_file(weights_of(model), str(temporary), metadata=metadata))
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"could not write {path} ({error}); the previous file there is intact") from None
 
 
 def load_weights(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -86,15 +90,33 @@ def load_weights(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
 def save_checkpoint(folder: Path, model: nn.Module, state: Dict[str, Any], config: Dict[str, Any],
                     epoch: int) -> None:
     """Write the weights and resume state of ``epoch``, then point the manifest at them and drop older pairs."""
-    folder.mkdir(parents=True, exist_ok=True)
     stem = f"epoch{epoch:04d}"
-    save_weights(folder / f"{stem}.safetensors", model, config, epoch)
-    atomic_write(folder / f"{stem}.state.pt", lambda temporary: torch.save(state, temporary))
-    manifest = {"epoch": epoch, "weights": f"{stem}.safetensors", "state": f"{stem}.state.pt"}
-    atomic_write(folder / MANIFEST, lambda temporary: temporary.write_text(json.dumps(manifest)))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_weights(folder / f"{stem}.safetensors", model, config, epoch)
+        atomic_write(folder / f"{stem}.state.pt", lambda temporary: torch.save(state, temporary))
+        manifest = {"epoch": epoch, "weights": f"{stem}.safetensors", "state": f"{stem}.state.pt"}
+        atomic_write(folder / MANIFEST, lambda temporary: temporary.write_text(json.dumps(manifest)))
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"could not write the checkpoint of epoch {epoch} to {folder} ({error}); the previous "
+                              "checkpoint there is intact") from None
     for path in folder.glob("epoch*"):
         if not path.name.startswith(stem):
             path.unlink(missing_ok=True)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete temporary files a killed writer left behind (they never replaced a real file)."""
+    for path in folder.glob(".*.tmp*"):
+        path.unlink(missing_ok=True)
+
+
+def checkpoint_epoch(folder: Path) -> Optional[int]:
+    """The epoch of the newest complete checkpoint in ``folder``, or ``None`` if there is none (or it is unreadable)."""
+    try:
+        return int(json.loads((folder / MANIFEST).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_checkpoint(folder: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:

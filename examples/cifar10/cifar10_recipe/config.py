@@ -44,7 +44,7 @@ class TrainConfig:
     cutout_holes: int = _opt(1, "Cutout holes per image")
     # optimisation
     epochs: int = _opt(50, "training epochs")
-    batch_size: int = _opt(64, "images per optimizer step (global, across all processes)")
+    batch_size: int = _opt(64, "images per optimizer step: the global batch, split evenly across torchrun processes")
     optimizer: str = _opt("adam", "optimizer", ("adam", "adamw", "sgd"))
     lr: float = _opt(1e-3, "peak learning rate")
     weight_decay: float = _opt(1e-4, "weight decay (L2 for adam and sgd, decoupled for adamw)")
@@ -75,11 +75,14 @@ class TrainConfig:
     amp: str = _opt("auto", "mixed precision: auto (bf16 on CUDA, off on CPU), bf16, none", ("auto", "bf16", "none"))
     channels_last: bool = _opt(False, "channels-last memory format for model and batches")
     compile: bool = _opt(False, "torch.compile the model")
+    sync_bn: bool = _opt(False, "with several processes (torchrun): BatchNorm statistics over the global batch")
     seed: int = _opt(0, "random seed (weights, data order, augmentation)")
     runs: int = _opt(1, "train this many runs with seeds seed, seed+1, ... and report mean and std")
     deterministic: bool = _opt(False, "deterministic algorithms: identical metrics for identical seeds")
     out: Optional[str] = _opt(None, "run directory (default: runs/<timestamp>-<preset>)")
     save_every: int = _opt(1, "write the resume checkpoint every N epochs (and after the last)")
+    on_nan: str = _opt("stop", "on a non-finite loss: stop (naming the step; checked every 50 steps) or skip the step "
+                               "(checked every step)", ("stop", "skip"))
     progress: str = _opt("auto", "progress bar: auto (only on a terminal), on, off", ("auto", "on", "off"))
 
     def __post_init__(self):

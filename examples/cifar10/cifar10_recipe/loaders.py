@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import augment_batch, flip_decisions, torchvision_transforms
+from .augment import augment_batch, draw_augmentation, torchvision_transforms
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -114,16 +114,18 @@ class TensorLoader:
         count = len(self.labels)
         if self.train:
             order = torch.randperm(count, generator=generator, device=self.device)
+            draws = draw_augmentation(
+                count, height=self.images.shape[2], width=self.images.shape[3], crop_padding=self.crop_padding,
+                flip=self.flip, cutout=self.cutout, cutout_holes=self.cutout_holes, epoch=self.epoch,
+                flip_base=self.flip_base, generator=generator, device=self.device)
         else:
             order = torch.arange(count, device=self.device)
         order = _shard(order, self.batch_size, self.drop_last, self.rank, self.world_size)
         for indices in order.split(self.batch_size):
             images, keep = self.images[indices], None
             if self.train:
-                flip = flip_decisions(indices, self.epoch, self.flip, self.flip_base, generator)
-                images, keep = augment_batch(
-                    images, crop_padding=self.crop_padding, pad_mode=self.pad_mode, flip=flip, cutout=self.cutout,
-                    cutout_holes=self.cutout_holes, generator=generator)
+                images, keep = augment_batch(images, draws[indices], crop_padding=self.crop_padding,
+                                             pad_mode=self.pad_mode, cutout=self.cutout)
             yield self._normalise(images, keep), self.labels[indices]
 
 

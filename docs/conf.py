@@ -1,0 +1,47 @@
+"""Sphinx configuration. Tables of the model zoo and of the recipe's flags are generated from the code at build
+time, so the documentation cannot drift from what is registered."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples" / "cifar10"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dynconv  # noqa: E402
+
+project = "dynconv"
+author = "dynconv developers"
+copyright = "2026, dynconv developers"
+release = dynconv.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+    "sphinx.ext.mathjax",
+]
+autosummary_generate = True
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_custom_sections = [("Shape", "params_style")]
+# torch's own docstrings carry references Sphinx cannot resolve; inherited members stay out of our pages
+nitpicky = False
+html_theme = "furo"
+html_title = f"dynconv {release}"
+exclude_patterns = ["_build", "generated/*.inc.rst"]
+templates_path = []
+
+
+def _generate(app):
+    from generate_tables import write_tables
+
+    write_tables(Path(app.srcdir) / "generated")
+
+
+def setup(app):
+    app.connect("builder-inited", _generate)

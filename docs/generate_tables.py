@@ -1,0 +1,122 @@
+"""Write the documentation's generated tables from the code and the recorded results.
+
+- ``results.inc.rst``: every recorded training run (``examples/cifar10/results.json``).
+- ``models.inc.rst``: every registered dynconv model with its parameters, forward FLOPs at the default input size,
+  K per block, block kind and the best recorded accuracy (``examples/cifar10/results.json``).
+- ``recipe_flags.inc.rst`` and ``presets.inc.rst``: every flag of ``train.py`` and every preset value.
+- ``bench_<name>.inc.rst``: the committed benchmark tables (``benchmarks/results/<name>.csv``).
+"""
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def list_table(header: Sequence[str], rows: List[Sequence[str]], widths: str = "auto") -> str:
+    def cell(value) -> str:
+        return str(value).replace("\n", " ") or " "
+
+    lines = [".. list-table::", "   :header-rows: 1", f"   :widths: {widths}", ""]
+    for row in [header, *rows]:
+        lines.append(f"   * - {cell(row[0])}")
+        lines += [f"     - {cell(value)}" for value in row[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def _recorded_results():
+    path = ROOT / "examples" / "cifar10" / "results.json"
+    return json.loads(path.read_text())["results"] if path.exists() else []
+
+
+def models_table() -> str:
+    import dynconv  # noqa: F401
+
+    results = _recorded_results()
+    rows = []
+    for name in timm.list_models("dynconv*"):
+        model = timm.create_model(name).eval()
+        size = model.pretrained_cfg["input_size"]
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, *size))
+        cfg = model.cfg
+        ks = " / ".join(",".join(map(str, blocks)) for blocks in cfg.block_num_convs)
+        recorded = [r for r in results if r["model"] == name]
+        best = max(recorded, key=lambda r: r["test_acc_mean"], default=None)
+        accuracy = (f"{100 * best['test_acc_mean']:.2f}% ({best['preset']}, {best['runs']} run"
+                    f"{'s' if best['runs'] > 1 else ''}, {best['hardware']})" if best else "not recorded yet")
+        rows.append([f"``{name}``", f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M",
+                     f"{counter.get_total_flops() / 1e6:.0f} M", ks, cfg.block,
+                     " x ".join(map(str, size)), accuracy])
+    header = ["model", "params", "FLOPs", "K per block (per segment)", "block", "input", "recorded test accuracy"]
+    return list_table(header, rows)
+
+
+def recipe_tables() -> tuple:
+    from cifar10_recipe.config import TrainConfig, _field_type
+    from cifar10_recipe.presets import PRESETS
+
+    flags = []
+    for field in dataclasses.fields(TrainConfig):
+        kind = _field_type(field)
+        flag = f"``--{field.name.replace('_', '-')}``" + (" / ``--no-...``" if kind is bool else "")
+        choices = field.metadata.get("choices")
+        flags.append([flag, f"``{field.default!r}``", field.metadata["help"] + (
+            f" (one of {', '.join(choices)})" if choices else "")])
+    names = list(PRESETS)
+    keys = sorted({key for values in PRESETS.values() for key in values},
+                  key=[f.name for f in dataclasses.fields(TrainConfig)].index)
+    presets = [[f"``{key}``", *[f"``{PRESETS[n][key]!r}``" if key in PRESETS[n] else "default" for n in names]]
+               for key in keys]
+    return (list_table(["flag", "default", "meaning"], flags, "25 15 60"),
+            list_table(["setting", *names], presets))
+
+
+def results_table() -> str:
+    """Every recorded run in ``examples/cifar10/results.json``."""
+    rows = []
+    for r in _recorded_results():
+        spread = f" +- {100 * r['test_acc_std']:.2f}" if r["runs"] > 1 else ""
+        tta = f"{100 * r['test_acc_tta_mean']:.2f}%" if r.get("test_acc_tta_mean") is not None else "-"
+        rows.append([f"``{r['model']}``", r["preset"], str(r["runs"]), str(r["epochs"]),
+                     f"{100 * r['test_acc_mean']:.2f}%{spread}", tta, f"{r['wall_s']:.0f} s", r["hardware"],
+                     r["torch"], r["data"], f"``{r['command']}``"])
+    if not rows:
+        return "No recorded run yet.\n"
+    return list_table(["model", "preset", "runs", "epochs", "test accuracy", "with TTA", "wall time", "hardware",
+                       "torch", "data", "command"], rows)
+
+
+def benchmark_tables() -> dict:
+    from report import load_csv, ratio_summary, table
+
+    out = {}
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*.csv")):
+        medians = load_csv(path)
+        header, rows = table(medians)
+        machine = path.with_suffix(".md").read_text().splitlines()[0] if path.with_suffix(".md").exists() else ""
+        summary = "\n".join(f"- {line}" for line in ratio_summary(medians))
+        out[path.stem] = f"{machine}\n\n{summary}\n\n" + list_table(header, rows)
+    return out
+
+
+def write_tables(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "models.inc.rst").write_text(models_table())
+    (folder / "results.inc.rst").write_text(results_table())
+    flags, presets = recipe_tables()
+    (folder / "recipe_flags.inc.rst").write_text(flags)
+    (folder / "presets.inc.rst").write_text(presets)
+    tables = benchmark_tables()
+    for name, text in tables.items():
+        (folder / f"bench_{name}.inc.rst").write_text(text)
+    for name in ("cpu", "cuda"):
+        if name not in tables:
+            (folder / f"bench_{name}.inc.rst").write_text("No recorded run yet.\n")
