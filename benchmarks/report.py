@@ -1,8 +1,9 @@
 """Turn pytest-benchmark JSON into tables of medians and ratios (markdown for the README, CSV for the docs).
 
-    python benchmarks/report.py results.json --out benchmarks/results/cpu
+    python benchmarks/report.py results.json [more.json ...] --out benchmarks/results/cpu
 
 writes ``cpu.md`` (machine line, ratio summary, table) and ``cpu.csv`` (one row per group and implementation).
+Later files override earlier ones for the same group and implementation (to refresh part of a run).
 One table row per benchmark group (a configuration); columns are the implementations' medians in milliseconds and
 the ratios the targets are stated in: fused / floor (target <= 1.10), naive / fused (speed-up over the naive K-conv
 loop; target >= 1.25 on CPU, >= 2 on GPU at batch 64), each kernel-mixing block / static Conv-BN-ReLU (target
@@ -119,10 +120,17 @@ def _group_order(group: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json", type=Path, help="pytest-benchmark --benchmark-json output")
+    parser.add_argument("json", type=Path, nargs="+", help="pytest-benchmark --benchmark-json output(s)")
     parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv")
     args = parser.parse_args()
-    medians, machine = load_json(args.json)
+    medians: Medians = defaultdict(dict)
+    machines = []
+    for path in args.json:
+        part, machine = load_json(path)
+        machines.append(machine)
+        for group, row in part.items():
+            medians[group].update(row)
+    machine = "; ".join(dict.fromkeys(machines))
     text = markdown(medians, machine)
     print(text)
     if args.out:

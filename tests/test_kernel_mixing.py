@@ -131,7 +131,7 @@ def test_temperature_schedule_and_setter():
 def test_layers_reject_bad_arguments():
     with pytest.raises(ValueError, match="groups=3 must divide in_channels=4"):
         DyConv2d(4, 6, groups=3)
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="CondConv2d mode must be one of"):
         CondConv2d(4, 6, mode="fast")
     with pytest.raises(ValueError, match="output mixing is not exact"):
         ODConv2d(4, 6, mode="outputs")

@@ -60,7 +60,13 @@ def output_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[in
 
 
 def mix_kernels(routing: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """Per-sample kernels ``sum_k routing[b, k] * experts[k]``: (B, K) and (K, *shape) give (B, *shape)."""
+    """Per-sample kernels ``sum_k routing[b, k] * experts[k]``.
+
+    Shape:
+        - routing: (B, K)
+        - experts: (K, ...)
+        - Output: (B, ...), the experts' trailing shape
+    """
     return (routing.to(experts.dtype) @ experts.flatten(1)).view(routing.shape[0], *experts.shape[1:])
 
 
@@ -141,7 +147,66 @@ def init_experts_(experts: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
             bias.uniform_(-bound, bound)
 
 
-class MixedKernelConv2d(nn.Module):
+class ExpertConv2d(nn.Module):
+    """K expert kernels of one convolution geometry, stored flat; subclasses make each sample's kernel from them.
+
+    Args:
+        in_channels: Input channels C_in.
+        out_channels: Output channels C_out.
+        kernel_size: Kernel size k.
+        stride: Stride.
+        padding: Zero padding; ``None`` gives ``k // 2``.
+        dilation: Kernel dilation.
+        groups: Channel groups.
+        bias: Learn one bias per expert.
+        num_experts: Number of expert kernels K.
+        mode: Per-sample convolution (see :mod:`dynconv.layers.kernel_mixing`).
+        modes: The modes this layer supports, with the reason when it supports fewer than all.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: Optional[int],
+                 dilation: int, groups: int, bias: bool, num_experts: int, mode: str,
+                 modes: Tuple[Tuple[str, ...], str] = (MODES, "")):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
+                            ("groups", groups), ("num_experts", num_experts)):
+            check_positive_int(name, value)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        supported, reason = modes
+        if mode not in supported:
+            raise ValueError(f"{type(self).__name__} mode must be one of {supported}, got {mode!r}{reason}")
+        padding = kernel_size // 2 if padding is None else padding
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = (kernel_size, kernel_size)
+        self.stride, self.padding, self.dilation = (stride, stride), (padding, padding), (dilation, dilation)
+        self.num_experts = num_experts
+        self.mode = mode
+        # stored flat, (K, C_out * C_in / groups * k * k): a 5-d parameter would break model.to(channels_last)
+        self.weight = nn.Parameter(torch.empty(num_experts, out_channels * in_channels // groups * kernel_size ** 2))
+        self.bias = nn.Parameter(torch.empty(num_experts, out_channels)) if bias else None
+        init_experts_(self.experts, self.bias)
+
+    @property
+    def experts(self) -> torch.Tensor:
+        """The expert kernels as a (K, C_out, C_in / groups, k, k) view of the flat parameter."""
+        return self.weight.view(self.num_experts, self.out_channels, self.in_channels // self.groups,
+                                *self.kernel_size)
+
+    def resolve_mode(self, x: torch.Tensor, linear_mix: bool) -> str:
+        """This call's per-sample convolution (:func:`select_mode` for the input's device and output size)."""
+        out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
+        return select_mode(self.mode, x, linear_mix, out_h * out_w)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}, num_experts={self.num_experts}, mode={self.mode}")
+
+
+class MixedKernelConv2d(ExpertConv2d):
     """Convolution with K expert kernels mixed per sample by a :class:`~dynconv.layers.RoutingHead`.
 
     The shared machinery of :class:`~dynconv.layers.CondConv2d` and :class:`~dynconv.layers.DyConv2d`, which differ
@@ -168,40 +233,11 @@ class MixedKernelConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: Optional[int],
                  dilation: int, groups: int, bias: bool, num_experts: int, routing: RoutingHead, mode: str):
-        super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
-                            ("groups", groups), ("num_experts", num_experts)):
-            check_positive_int(name, value)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        padding = kernel_size // 2 if padding is None else padding
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = (kernel_size, kernel_size)
-        self.stride, self.padding, self.dilation = (stride, stride), (padding, padding), (dilation, dilation)
-        self.num_experts = num_experts
-        self.mode = mode
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         num_experts, mode)
         self.routing = routing
-        # stored flat, (K, C_out * C_in / groups * k * k): a 5-d parameter would break model.to(channels_last)
-        self.weight = nn.Parameter(torch.empty(num_experts, out_channels * in_channels // groups * kernel_size ** 2))
-        self.bias = nn.Parameter(torch.empty(num_experts, out_channels)) if bias else None
-        init_experts_(self.experts, self.bias)
-
-    @property
-    def experts(self) -> torch.Tensor:
-        """The expert kernels as a (K, C_out, C_in / groups, k, k) view of the flat parameter."""
-        return self.weight.view(self.num_experts, self.out_channels, self.in_channels // self.groups,
-                                *self.kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels)
         return mixed_kernel_conv2d(x, self.routing(x), self.experts, self.bias, self.stride, self.padding,
-                                   self.dilation, self.groups, self.mode)
-
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, groups={self.groups}, num_experts={self.num_experts}, mode={self.mode}")
+                                   self.dilation, self.groups, self.resolve_mode(x, linear_mix=True))

@@ -17,8 +17,8 @@ import torch
 from einops.layers.torch import Reduce
 from torch import nn
 
-from ._checks import check_input, check_positive_float, check_positive_int
-from .kernel_mixing import MODES, init_experts_, mix_kernels, output_size, per_sample_conv2d, select_mode
+from ._checks import check_input, check_positive_float
+from .kernel_mixing import ExpertConv2d, mix_kernels, per_sample_conv2d
 
 
 class OmniAttention(nn.Module):
@@ -65,7 +65,7 @@ class OmniAttention(nn.Module):
         return channel, filters, spatial, kernel
 
 
-class ODConv2d(nn.Module):
+class ODConv2d(ExpertConv2d):
     """Omni-dimensional dynamic convolution (no normalisation or activation).
 
     Args:
@@ -95,35 +95,12 @@ class ODConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: Optional[int] = None, dilation: int = 1, groups: int = 1, num_experts: int = 4,
                  reduction: float = 0.0625, temperature: float = 1.0, mode: str = "auto"):
-        super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
-                            ("groups", groups), ("num_experts", num_experts)):
-            check_positive_int(name, value)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
-        if mode not in MODES or mode == "outputs":
-            raise ValueError(f"ODConv2d mode must be 'auto', 'grouped' or 'bmm', got {mode!r} (its spatial attention "
-                             "makes the kernel mix non-linear, so output mixing is not exact)")
-        padding = kernel_size // 2 if padding is None else padding
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = (kernel_size, kernel_size)
-        self.stride, self.padding, self.dilation = (stride, stride), (padding, padding), (dilation, dilation)
-        self.num_experts = num_experts
-        self.mode = mode
+        modes = (("auto", "grouped", "bmm"), " (its spatial attention makes the kernel mix non-linear, so output "
+                                             "mixing is not exact)")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, False,
+                         num_experts, mode, modes)
         self.attention = OmniAttention(in_channels, out_channels, kernel_size, num_experts, reduction,
                                        temperature=temperature)
-        # stored flat, (K, C_out * C_in / groups * k * k): a 5-d parameter would break model.to(channels_last)
-        self.weight = nn.Parameter(torch.empty(num_experts, out_channels * in_channels // groups * kernel_size ** 2))
-        init_experts_(self.experts, None)
-
-    @property
-    def experts(self) -> torch.Tensor:
-        """The expert kernels as a (K, C_out, C_in / groups, k, k) view of the flat parameter."""
-        return self.weight.view(self.num_experts, self.out_channels, self.in_channels // self.groups,
-                                *self.kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels)
@@ -134,11 +111,6 @@ class ODConv2d(nn.Module):
         if spatial is not None:
             weight = weight * spatial.view(batch, 1, 1, *self.kernel_size).to(weight.dtype)
         x = x * channel[:, :, None, None].to(x.dtype)
-        out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
-        mode = select_mode(self.mode, x, linear_mix=False, output_pixels=out_h * out_w)
-        out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups, mode)
+        out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups,
+                                self.resolve_mode(x, linear_mix=False))
         return out * filters[:, :, None, None].to(out.dtype)
-
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, groups={self.groups}, num_experts={self.num_experts}, mode={self.mode}")
