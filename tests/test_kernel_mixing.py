@@ -6,6 +6,7 @@ from torch import nn
 
 from dynconv import CondConv2d, DyConv2d, ODConv2d, create_block, set_temperature, temperature_schedule
 from dynconv.layers import MixedKernelConv2d
+from dynconv.layers.kernel_mixing import GROUPED_MIN_PIXELS_CPU, select_mode
 
 # (in_channels, out_channels, kernel_size, stride, groups, batch, size)
 SHAPES = [
@@ -115,6 +116,16 @@ def test_compiled_layer_does_not_recompile_for_every_batch_size(mode):
         torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
     # one static compile, at most one dynamic recompile, none after
     assert counter.frame_count <= 2
+
+
+def test_auto_mode_follows_the_measured_choice_per_device():
+    cpu, accelerator = torch.empty(1), torch.empty(1, device="meta")  # meta stands in for any non-CPU device
+    assert select_mode("auto", cpu, True, GROUPED_MIN_PIXELS_CPU) == "grouped"
+    assert select_mode("auto", cpu, True, GROUPED_MIN_PIXELS_CPU - 1) == "outputs"
+    assert select_mode("auto", cpu, False, GROUPED_MIN_PIXELS_CPU - 1) == "bmm"
+    assert select_mode("auto", accelerator, True, 1024) == "outputs"
+    assert select_mode("auto", accelerator, False, 1024) == "grouped"
+    assert select_mode("bmm", accelerator, True, 1024) == "bmm"
 
 
 def test_temperature_schedule_and_setter():

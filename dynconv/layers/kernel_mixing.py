@@ -43,13 +43,19 @@ def select_mode(mode: str, x: torch.Tensor, linear_mix: bool, output_pixels: int
     On CPU (measured in ``benchmarks/results/cpu.md``, modes table): the grouped convolution is fastest while each
     sample's output has at least ``GROUPED_MIN_PIXELS_CPU`` pixels (64 -> 64 channels at 32x32: 4x faster than
     output mixing); below that its per-group GEMMs are tiny and output mixing (for a linear mix) or the batched
-    matmul wins (256 -> 256 at 8x8: output mixing 1.7x faster). On GPU: the grouped convolution (not yet measured).
+    matmul wins (256 -> 256 at 8x8: output mixing 1.7x faster).
+
+    On GPU (``benchmarks/results/cuda.md``, H200, K=2 and 4 at the CIFAR stage shapes): output mixing for a linear
+    mix, since cuDNN's grouped convolution over a (1, B*C, H, W) view is slow (fp32, batch 64: output mixing is faster
+    for forward + backward at every shape, up to 2.1x; under bf16 autocast and channels-last the grouped path runs
+    3-78x a static convolution); the grouped convolution otherwise (ODConv: faster than the batched matmul at 7
+    of the 8 measured points).
     """
     if mode != "auto":
         return mode
-    if x.device.type == "cpu" and output_pixels < GROUPED_MIN_PIXELS_CPU:
-        return "outputs" if linear_mix else "bmm"
-    return "grouped"
+    if x.device.type == "cpu":
+        return "grouped" if output_pixels >= GROUPED_MIN_PIXELS_CPU else ("outputs" if linear_mix else "bmm")
+    return "outputs" if linear_mix else "grouped"
 
 
 def output_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
