@@ -10,4 +10,5 @@ out=${OUT:-benchmarks/results}
 mkdir -p "$out"
 "${PYTHON:-python3}" -m pytest benchmarks --device "${DEVICE:-cuda}" --benchmark-enable --bench-budget "${BUDGET_S:-0.1}" -q \
   -p no:cacheprovider --benchmark-json "$out/bench_cuda.json" ${BENCH_ARGS:-} | tail -n 5
-"${PYTHON:-python3}" benchmarks/report.py "$out/bench_cuda.json" --out "$out/bench_cuda"
+"${PYTHON:-python3}" benchmarks/report.py "$out/bench_cuda.json" --out "$out/bench_cuda" \
+  --command "BUDGET_S=${BUDGET_S:-0.1} bash benchmarks/gpu_check.sh"

@@ -103,8 +103,9 @@ def split_suites(medians: Medians) -> Dict[str, Medians]:
     return {name: suite for name, suite in suites.items() if suite}
 
 
-def markdown(medians: Medians, machine: str) -> str:
-    lines = [f"Measured {machine}.", "", *[f"- {line}" for line in ratio_summary(medians)]]
+def markdown(medians: Medians, machine: str, command: str = "") -> str:
+    title = f"Measured {machine}." + (f" Command: `{command}`." if command else "")
+    lines = [title, "", *[f"- {line}" for line in ratio_summary(medians)]]
     for name, suite in split_suites(medians).items():
         header, rows = table(suite)
         lines += ["", f"### {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -122,6 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("json", type=Path, nargs="+", help="pytest-benchmark --benchmark-json output(s)")
     parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv")
+    parser.add_argument("--command", default="", help="the command that measured, for the table's header")
     args = parser.parse_args()
     medians: Medians = defaultdict(dict)
     machines = []
@@ -131,7 +133,7 @@ def main() -> None:
         for group, row in part.items():
             medians[group].update(row)
     machine = "; ".join(dict.fromkeys(machines))
-    text = markdown(medians, machine)
+    text = markdown(medians, machine, args.command)
     print(text)
     if args.out:
         args.out.with_suffix(".md").write_text(text)
