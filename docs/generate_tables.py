@@ -102,6 +102,7 @@ def benchmark_tables() -> dict:
         medians = load_csv(path)
         header, rows = table(medians)
         machine = path.with_suffix(".md").read_text().splitlines()[0] if path.with_suffix(".md").exists() else ""
+        machine = machine.replace("`", "``")  # markdown code to reStructuredText literal
         summary = "\n".join(f"- {line}" for line in ratio_summary(medians))
         out[path.stem] = f"{machine}\n\n{summary}\n\n" + list_table(header, rows)
     return out

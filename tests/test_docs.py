@@ -1,7 +1,12 @@
 """The Sphinx documentation builds with warnings as errors (and its generated tables from the live code)."""
+import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import timm
 
 DOCS = Path(__file__).parents[1] / "docs"
 
@@ -14,3 +19,18 @@ def test_docs_build_without_warnings(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     models_page = (tmp_path / "html" / "models.html").read_text()
     assert "dynconv_cifar_tiny" in models_page and "dynconv_cifar_odconv" in models_page
+
+
+@pytest.mark.parametrize("module_name", ["dynconv", "dynconv.layers", "dynconv.models"])
+def test_api_reference_covers_every_public_name(module_name):
+    api = (DOCS / "api.rst").read_text()
+    module = importlib.import_module(module_name)
+    # named in an autodoc directive (``.. autoclass:: dynconv.layers.X``) or in an automodule ``:members:`` list
+    missing = [name for name in module.__all__ if name != "__version__" and not re.search(rf"\b{name}\b", api)]
+    assert not missing, f"docs/api.rst does not document {module_name}: {missing}"
+
+
+def test_api_reference_lists_every_registered_model():
+    api = (DOCS / "api.rst").read_text()
+    missing = [name for name in timm.list_models("dynconv*") if f"dynconvnet.{name}\n" not in api]
+    assert not missing, f"docs/api.rst does not list the entry points {missing}"

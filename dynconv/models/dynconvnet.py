@@ -24,7 +24,9 @@ from .heads import HEAD_KINDS, create_head
 
 __all__ = ["DynConvNet", "DynConvNetCfg", "CIFAR10_MEAN", "CIFAR10_STD"]
 
+#: Per-channel mean of the CIFAR-10 training images (RGB, pixel values in [0, 1]); the models' default cfg mean.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+#: Per-channel standard deviation of the CIFAR-10 training images (RGB, pixel values in [0, 1]).
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 # the coursework normalised with 0.5 / 0.5; models trained with its recipe carry these in their cfg
 COURSEWORK_MEAN = (0.5, 0.5, 0.5)
