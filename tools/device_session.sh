@@ -3,14 +3,19 @@
 # returns with what finished, cheapest and most important first: the fast preset (5 seeds, eager), the block
 # benchmarks, the coursework preset (2 seeds at once, 50 epochs), the fast preset under torch.compile (3 seeds).
 # Locally first: tools/prepare_device_carry.sh; then run this with carry [".device_data"] and timeout_s >= 590.
+#   STAGES="fast benchmarks coursework fast_compile"  FAST_S=90 BENCH_S=110 COURSEWORK_S=285 FAST_COMPILE_S=60
+#   COURSEWORK_SEEDS="0 1"   (environment overrides; e.g. the whole 50-epoch coursework run alone, ~10 minutes:
+#   STAGES=coursework COURSEWORK_SEEDS=0 COURSEWORK_S=560)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export OUT=${OUT:-runs/gpu} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
+stages=" ${STAGES:-fast benchmarks coursework fast_compile} "
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   source tools/device_env.sh || exit 1
-  stage() { local name=$1 limit=$2; shift 2; echo "== stage $name (limit ${limit}s) $(date -u +%T)";
+  stage() { local name=$1 limit=$2; shift 2; [[ $stages == *" $name "* ]] || return 0
+            echo "== stage $name (limit ${limit}s) $(date -u +%T)"
             local start=$SECONDS; timeout "$limit" "$@"; echo "== stage $name: exit $?, $((SECONDS - start))s"; }
   stage fast "${FAST_S:-90}" bash examples/cifar10/gpu_fast.sh
   stage benchmarks "${BENCH_S:-110}" env BUDGET_S=0.03 bash benchmarks/gpu_check.sh
