@@ -8,11 +8,12 @@ Importing the package registers its models with timm::
 from .layers import CondConv2d, DyConv2d, DynamicBlock, ODConv2d, RoutingHead, create_block, mix_branches
 from .models import DynConvNet, DynConvNetCfg
 from .routing_recorder import RoutingRecorder
-from .temperature import set_temperature, temperature_schedule
+from .temperature import routing_modules, set_temperature, temperature_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CondConv2d", "DyConv2d", "DynConvNet", "DynConvNetCfg", "DynamicBlock", "ODConv2d", "RoutingHead",
-    "RoutingRecorder", "create_block", "mix_branches", "set_temperature", "temperature_schedule", "__version__",
+    "RoutingRecorder", "create_block", "mix_branches", "routing_modules", "set_temperature", "temperature_schedule",
+    "__version__",
 ]

@@ -1,6 +1,6 @@
 """Routing temperature annealing, as in Dynamic Convolution (Chen et al., CVPR 2020,
 https://arxiv.org/abs/1912.03458): start near-uniform (temperature 30) so every kernel trains, then sharpen to 1."""
-from typing import Callable
+from typing import Callable, List
 
 from torch import nn
 
@@ -26,10 +26,15 @@ def temperature_schedule(start: float = 30.0, end: float = 1.0, anneal_epochs: f
     return temperature
 
 
+def routing_modules(model: nn.Module) -> List[nn.Module]:
+    """Every module of ``model`` with a routing temperature (anything with ``set_temperature``), in module order."""
+    return [m for m in model.modules() if hasattr(m, "set_temperature")]
+
+
 def set_temperature(model: nn.Module, temperature: float) -> int:
-    """Set the temperature of every routing module of ``model`` (anything with ``set_temperature``); returns how
-    many were set."""
-    modules = [m for m in model.modules() if hasattr(m, "set_temperature")]
+    """Set the temperature of every routing module of ``model`` (:func:`routing_modules`); returns how many were
+    set."""
+    modules = routing_modules(model)
     for module in modules:
         module.set_temperature(temperature)
     return len(modules)

@@ -163,3 +163,14 @@ def test_tensor_loader_normalises_shards_and_reproduces_epochs():
         rank_loader.set_epoch(2)
     for (_, single), (_, rank0), (_, rank1) in zip(epoch_a, *ranks, strict=True):
         assert sorted(single.tolist()) == sorted(rank0.tolist() + rank1.tolist())
+
+
+@pytest.mark.parametrize("count,batch_size,world_size,drop_last", [
+    (100, 10, 1, False), (103, 10, 1, False), (103, 10, 2, True), (103, 7, 3, False), (5, 8, 2, True)])
+def test_loader_length_is_the_number_of_batches_it_yields(count, batch_size, world_size, drop_last):
+    images = torch.zeros(count, 3, 32, 32, dtype=torch.uint8)
+    for rank in range(world_size):
+        loader = TensorLoader(images, torch.arange(count), batch_size=batch_size, train=True,
+                              device=torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3, rank=rank,
+                              world_size=world_size, drop_last=drop_last)
+        assert len(loader) == sum(1 for _ in loader)

@@ -52,6 +52,29 @@ def test_cli_run_writes_well_formed_outputs_and_learns(fake_cifar_root, tmp_path
         "epoch0002.safetensors", "epoch0002.state.pt"]
 
 
+def test_temperature_annealing_reaches_every_routing_head_once_per_new_value(fake_cifar_root, tmp_path,
+                                                                             monkeypatch):
+    from dynconv.layers import RoutingHead
+
+    calls = []
+    original = RoutingHead.set_temperature
+
+    def recording_set_temperature(head, value):
+        calls.append((id(head), value))
+        original(head, value)
+
+    monkeypatch.setattr(RoutingHead, "set_temperature", recording_set_temperature)
+    run_dir = tmp_path / "run"
+    args = [*QUICK, "--data-dir", str(fake_cifar_root), "--subset", "256", "--batch-size", "64", "--epochs", "2",
+            "--block", "dyconv", "--temperature-start", "30", "--temperature-epochs", "1", "--out", str(run_dir)]
+    assert train.main(args) == 0
+    heads = {head for head, _ in calls}
+    values = [value for head, value in calls if head == min(heads)]
+    # 4 steps per epoch: 30 -> 1 over the first epoch, then 1 once (not again at every later step)
+    assert len(heads) == 6 and values == [30.0, 22.75, 15.5, 8.25, 1.0]
+    assert all(sum(1 for h, _ in calls if h == head) == len(values) for head in heads)
+
+
 def test_eval_only_reproduces_the_recorded_accuracy(fake_cifar_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
     train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir)])

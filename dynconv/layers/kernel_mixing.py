@@ -41,7 +41,7 @@ def select_mode(mode: str, x: torch.Tensor, linear_mix: bool, output_pixels: int
     """Resolve ``"auto"``.
 
     On CPU (measured in ``benchmarks/results/cpu.md``, modes table): the grouped convolution is fastest while each
-    sample's output has at least ``GROUPED_MIN_PIXELS_CPU`` pixels (64 -> 64 channels at 32x32: 4x faster than
+    sample's output has at least ``GROUPED_MIN_PIXELS_CPU`` pixels (64 -> 64 channels at 32x32: 5x faster than
     output mixing); below that its per-group GEMMs are tiny and output mixing (for a linear mix) or the batched
     matmul wins (256 -> 256 at 8x8: output mixing 1.7x faster).
 
@@ -128,8 +128,9 @@ def mixed_kernel_conv2d(x: torch.Tensor, routing: torch.Tensor, experts: torch.T
         - bias: (K, C_out)
         - Output: (B, C_out, H', W')
     """
-    out_h, out_w = output_size(x.shape[-2:], experts.shape[-2:], stride, padding, dilation)
-    mode = select_mode(mode, x, linear_mix=True, output_pixels=out_h * out_w)
+    if mode == "auto":
+        out_h, out_w = output_size(x.shape[-2:], experts.shape[-2:], stride, padding, dilation)
+        mode = select_mode(mode, x, linear_mix=True, output_pixels=out_h * out_w)
     mixed_bias = None if bias is None else mix_kernels(routing, bias)
     if mode != "outputs":
         return per_sample_conv2d(x, mix_kernels(routing, experts), mixed_bias, stride, padding, dilation, groups,
@@ -245,5 +246,6 @@ class MixedKernelConv2d(ExpertConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels)
+        # mixed_kernel_conv2d resolves "auto" itself
         return mixed_kernel_conv2d(x, self.routing(x), self.experts, self.bias, self.stride, self.padding,
-                                   self.dilation, self.groups, self.resolve_mode(x, linear_mix=True))
+                                   self.dilation, self.groups, self.mode)

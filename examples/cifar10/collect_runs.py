@@ -7,9 +7,10 @@ listed with the last epoch they reached, and left out of the mean.
 """
 import argparse
 import json
-import statistics
 from pathlib import Path
 from typing import Any, Dict, List
+
+from cifar10_recipe.report import spread
 
 
 def collect(run_dirs: List[Path]) -> Dict[str, Any]:
@@ -27,10 +28,8 @@ def collect(run_dirs: List[Path]) -> Dict[str, Any]:
     finished = [run["summary"] for run in runs if run["summary"] is not None]
     aggregate: Dict[str, Any] = {"runs": len(runs), "finished": len(finished)}
     for key in ("test_acc", "test_acc_tta", "train_s", "wall_s"):
-        values = [summary[key] for summary in finished if summary.get(key) is not None]
-        if values:
-            aggregate[key] = {"mean": statistics.fmean(values),
-                              "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+        if (values := spread(finished, key)) is not None:
+            aggregate[key] = values
     return {"aggregate": aggregate, "runs": runs}
 
 

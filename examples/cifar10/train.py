@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from dynconv import set_temperature, temperature_schedule
+from dynconv import routing_modules, temperature_schedule
 
 from cifar10_recipe.checkpoint import (
     BEST,
@@ -62,7 +62,8 @@ from cifar10_recipe.distributed import (
     init_distributed,
 )
 from cifar10_recipe.loaders import TensorLoader, TorchvisionLoader, epoch_seed
-from cifar10_recipe.report import epoch_line, plot_curves, write_metrics
+from cifar10_recipe.presets import PRESETS
+from cifar10_recipe.report import epoch_line, plot_curves, spread, write_metrics
 from cifar10_recipe.whitening import init_patch_whitening
 
 
@@ -246,10 +247,11 @@ def train_epoch(model, loader, optimizer, scheduler, config: TrainConfig, autoca
         start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start_event.record()
     start = time.perf_counter()
-    bar = tqdm(loader, total=len(loader), desc=desc, leave=False, disable=not show_progress, dynamic_ncols=True)
+    steps = len(loader)
+    bar = tqdm(loader, total=steps, desc=desc, leave=False, disable=not show_progress, dynamic_ncols=True)
     for step, (images, labels) in enumerate(bar):
         if on_step is not None:
-            on_step(step / len(loader))
+            on_step(step / steps)
         with autocast:
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
@@ -298,10 +300,10 @@ def _raise_if_non_finite(first_bad: torch.Tensor, distributed: Distributed) -> N
         raise NonFiniteLossError(int(first_bad.item()))
 
 
-def predict(model: nn.Module, images: torch.Tensor, tta: int) -> torch.Tensor:
-    """Logits, averaged over test-time augmentations: level 1 adds the mirror image, level 2 also the image
-    translated by one pixel up-left and down-right (reflect padding), each mirrored too (airbench94's level 2)."""
-    logits = model(images).float()
+def tta_logits(model: nn.Module, images: torch.Tensor, tta: int, logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` (the model's on ``images``) averaged over test-time augmentations: level 1 adds the mirror image,
+    level 2 also the image translated by one pixel up-left and down-right (reflect padding), each mirrored too
+    (airbench94's level 2)."""
     if tta >= 1:
         logits = 0.5 * (logits + model(images.flip(3)).float())
     if tta == 2:
@@ -325,7 +327,7 @@ def evaluate(model, loader, autocast, tta: int = 0) -> Dict[str, Optional[float]
         with autocast:
             logits = model(images).float()
             if tta:
-                correct_tta += (predict(model, images, tta).argmax(dim=1) == labels).sum()
+                correct_tta += (tta_logits(model, images, tta, logits).argmax(dim=1) == labels).sum()
         total_loss += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
@@ -394,6 +396,9 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
     temperature = temperature_schedule(config.temperature_start or 1.0, 1.0, config.temperature_epochs)
+    # found once, and set only when the value changes: annealing runs before every step
+    routers = routing_modules(model) if config.temperature_start else []
+    current_temperature: Optional[float] = None
 
     say(f"{config.model}: {params / 1e6:.2f}M params, {flops / 1e6:.0f} MFLOPs/image | {len(data.train_labels)} "
         f"train / {len(data.test_labels)} test images from {data.root} | device {device} | seed {config.seed} | "
@@ -404,9 +409,14 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
         train_loader.set_epoch(epoch)
         row: Dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         anneal = None
-        if config.temperature_start:
+        if routers:
             def anneal(fraction: float, epoch: int = epoch) -> None:
-                set_temperature(model, temperature(epoch + fraction))
+                nonlocal current_temperature
+                value = temperature(epoch + fraction)
+                if value != current_temperature:
+                    for router in routers:
+                        router.set_temperature(value)
+                    current_temperature = value
         try:
             row.update(train_epoch(step_model, train_loader, optimizer, scheduler, config, autocast, show_progress,
                                    f"epoch {epoch + 1}/{config.epochs}", epoch * len(train_loader), ema, anneal,
@@ -475,15 +485,8 @@ def run_seeds(config: TrainConfig, run_dir: Path, preset: str, distributed: Dist
                      run_dir / f"seed{config.seed + index}", preset=preset, data=data, distributed=distributed,
                      device=device)
                  for index in range(config.runs)]
-
-    def spread(key: str) -> Optional[Dict[str, float]]:
-        values = [s[key] for s in summaries if s.get(key) is not None]
-        if not values:
-            return None
-        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values}
-
-    aggregate = {"runs": config.runs, "test_acc": spread("test_acc"), "test_acc_tta": spread("test_acc_tta"),
+    aggregate = {"runs": config.runs, "test_acc": spread(summaries, "test_acc"),
+                 "test_acc_tta": spread(summaries, "test_acc_tta"),
                  "train_s_median": statistics.median(s["train_s"] for s in summaries),
                  "wall_s_median": statistics.median(s["wall_s"] for s in summaries),
                  **{k: summaries[0][k] for k in ("model", "preset", "tta", "epochs", "params", "flops_per_image",
@@ -527,7 +530,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Train a dynconv model on CIFAR-10.", epilog=presets_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="cpu", help="named recipe (default cpu): coursework or cpu")
+    parser.add_argument("--preset", default="cpu", help=f"named recipe (default cpu): {', '.join(PRESETS)}")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--eval", metavar="CHECKPOINT", help="only evaluate a .safetensors checkpoint")
     parser.add_argument("--allow-config-change", action="store_true",

@@ -31,8 +31,8 @@ class TrainConfig:
     # data
     data_dir: Optional[str] = _opt(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT, else ./data)")
     download: bool = _opt(False, "download CIFAR-10 with torchvision (md5-checked) if missing")
-    subset: int = _opt(0, "train on the first N training images only (0: all 50000)")
-    test_subset: int = _opt(0, "evaluate on the first N test images only (0: all 10000)")
+    subset: int = _opt(0, "train on a fixed random selection of N training images (0: all 50000)")
+    test_subset: int = _opt(0, "evaluate on a fixed random selection of N test images (0: all 10000)")
     loader: str = _opt("tensor", "data pipeline: torchvision (PIL transforms in workers) or tensor (on-device batches)",
                        ("torchvision", "tensor"))
     workers: int = _opt(4, "DataLoader worker processes (torchvision loader)")

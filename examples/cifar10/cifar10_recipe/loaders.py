@@ -4,8 +4,7 @@ Two interchangeable loaders, both with ``set_epoch(epoch)`` and ``len()``:
 
 - :class:`TorchvisionLoader`: the coursework's path, PIL transforms per image in DataLoader worker processes.
 - :class:`TensorLoader`: the dataset stays on the device as uint8; whole batches are cropped, flipped and cut out
-  there with per-sample randomness (:func:`~cifar10_recipe.augment.augment_batch`), with no worker processes. Far
-  faster on a 2-core CPU and on a GPU.
+  there with per-sample randomness (:func:`~cifar10_recipe.augment.augment_batch`), with no worker processes.
 
 Every epoch's randomness comes from a generator seeded with (seed, epoch), so a run resumed at an epoch boundary
 sees exactly the batches an uninterrupted run sees, without snapshotting RNG states. Both loaders shard their
@@ -42,8 +41,12 @@ def _shard(order: torch.Tensor, batch_size: int, drop_last: bool, rank: int, wor
     return order[rank::world_size]
 
 
-def _num_batches(count: int, batch_size: int, drop_last: bool, rank: int, world_size: int) -> int:
-    return math.ceil(len(_shard(torch.arange(count), batch_size, drop_last, rank, world_size)) / batch_size)
+def _shard_length(count: int, batch_size: int, drop_last: bool, rank: int, world_size: int) -> int:
+    """``len(_shard(order of count samples, ...))``, by arithmetic."""
+    if drop_last:
+        global_batch = batch_size * world_size
+        count = count // global_batch * global_batch
+    return len(range(rank, count, world_size))
 
 
 class TensorLoader:
@@ -99,7 +102,8 @@ class TensorLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return _num_batches(len(self.labels), self.batch_size, self.drop_last, self.rank, self.world_size)
+        return math.ceil(_shard_length(len(self.labels), self.batch_size, self.drop_last, self.rank,
+                                       self.world_size) / self.batch_size)
 
     def _normalise(self, images: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
         x = images.float()
@@ -121,7 +125,8 @@ class TensorLoader:
         else:
             order = torch.arange(count, device=self.device)
         order = _shard(order, self.batch_size, self.drop_last, self.rank, self.world_size)
-        for indices in order.split(self.batch_size):
+        for start in range(0, len(order), self.batch_size):  # not order.split: it yields one empty batch if empty
+            indices = order[start:start + self.batch_size]
             images, keep = self.images[indices], None
             if self.train:
                 images, keep = augment_batch(images, draws[indices], crop_padding=self.crop_padding,
@@ -156,7 +161,7 @@ class _ShardedRandomSampler(torch.utils.data.Sampler):
         return iter(self._order().tolist())
 
     def __len__(self) -> int:
-        return len(_shard(torch.arange(self.count), self.batch_size, self.drop_last, self.rank, self.world_size))
+        return _shard_length(self.count, self.batch_size, self.drop_last, self.rank, self.world_size)
 
 
 class TorchvisionLoader:

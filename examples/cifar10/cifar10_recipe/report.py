@@ -1,12 +1,22 @@
 """Run outputs: the per-epoch metrics log, the summary line, and the coursework's loss/accuracy plot."""
 import json
+import statistics
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+
+def spread(summaries: List[Dict[str, Any]], key: str) -> Optional[Dict[str, Any]]:
+    """Mean, sample standard deviation and values of ``key`` over the run summaries that have it (None if none)."""
+    values = [summary[key] for summary in summaries if summary.get(key) is not None]
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
 
 
 def write_metrics(path: Path, history: List[Dict[str, Any]]) -> None:
