@@ -63,6 +63,7 @@ from cifar10_recipe.distributed import (
 )
 from cifar10_recipe.loaders import TensorLoader, TorchvisionLoader, epoch_seed
 from cifar10_recipe.presets import PRESETS
+from cifar10_recipe.provenance import provenance
 from cifar10_recipe.report import epoch_line, plot_curves, spread, write_metrics
 from cifar10_recipe.whitening import init_patch_whitening
 
@@ -344,7 +345,7 @@ def evaluate(model, loader, autocast, tta: int = 0) -> Dict[str, Optional[float]
 
 def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = "",
         data: Optional[Cifar10] = None, distributed: Distributed = SINGLE_PROCESS,
-        device: Optional[torch.device] = None) -> Dict[str, Any]:
+        device: Optional[torch.device] = None, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Train (or continue training) one seed and return its summary. Writes everything into ``run_dir`` (the main
     process only, when there are several)."""
     wall_start = time.perf_counter()
@@ -462,6 +463,7 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
         "flops_per_image": flops, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "processes": distributed.world_size, "torch": torch.__version__,
         "timm": timm.__version__, "seed": config.seed, "data_root": str(data.root),
+        "provenance": provenance(device, argv),
     }
     if not distributed.is_main:
         return summary
@@ -475,7 +477,7 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
 
 
 def run_seeds(config: TrainConfig, run_dir: Path, preset: str, distributed: Distributed = SINGLE_PROCESS,
-              device: Optional[torch.device] = None) -> Dict[str, Any]:
+              device: Optional[torch.device] = None, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """``config.runs`` runs with seeds seed, seed+1, ... in ``run_dir/seed<N>``; writes and returns the aggregate.
 
     Training time is the median over runs, robust to a first run that pays for torch.compile.
@@ -483,14 +485,14 @@ def run_seeds(config: TrainConfig, run_dir: Path, preset: str, distributed: Dist
     data = load_cifar10(config.data_dir, config.download).subset(config.subset, config.test_subset)
     summaries = [run(dataclasses.replace(config, seed=config.seed + index, runs=1),
                      run_dir / f"seed{config.seed + index}", preset=preset, data=data, distributed=distributed,
-                     device=device)
+                     device=device, argv=argv)
                  for index in range(config.runs)]
     aggregate = {"runs": config.runs, "test_acc": spread(summaries, "test_acc"),
                  "test_acc_tta": spread(summaries, "test_acc_tta"),
                  "train_s_median": statistics.median(s["train_s"] for s in summaries),
                  "wall_s_median": statistics.median(s["wall_s"] for s in summaries),
                  **{k: summaries[0][k] for k in ("model", "preset", "tta", "epochs", "params", "flops_per_image",
-                                                 "device", "torch", "timm")}}
+                                                 "device", "torch", "timm", "provenance")}}
     if not distributed.is_main:
         return aggregate
     (run_dir / "runs.json").write_text(json.dumps(aggregate, indent=2) + "\n")
@@ -541,6 +543,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    command = ["examples/cifar10/train.py", *(sys.argv[1:] if argv is None else argv)]
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("preset", "resume", "eval", "allow_config_change")}
     try:
@@ -586,9 +589,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise TrainingError(f"cannot write to the run directory {run_dir} ({error.strerror}); choose "
                                     "another --out") from None
         if config.runs > 1:
-            run_seeds(config, run_dir, preset, distributed, device)
+            run_seeds(config, run_dir, preset, distributed, device, argv=command)
         else:
-            run(config, run_dir, resume=bool(args.resume), preset=preset, distributed=distributed, device=device)
+            run(config, run_dir, resume=bool(args.resume), preset=preset, distributed=distributed, device=device,
+                argv=command)
     except (DatasetError, CheckpointError, TrainingError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
