@@ -72,7 +72,8 @@ class TrainConfig:
     # execution
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _opt(0, "CPU threads for torch (0: torch's default)")
-    amp: str = _opt("auto", "mixed precision: auto (bf16 on CUDA, off on CPU), bf16, none", ("auto", "bf16", "none"))
+    amp: str = _opt("auto", "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16, else off), bf16, "
+                          "none", ("auto", "bf16", "none"))
     channels_last: bool = _opt(False, "channels-last memory format for model and batches")
     compile: bool = _opt(False, "torch.compile the model")
     sync_bn: bool = _opt(False, "with several processes (torchrun): BatchNorm statistics over the global batch")
