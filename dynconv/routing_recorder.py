@@ -1,4 +1,4 @@
-"""Record the mixing weights that every routing head of a model produces, for analysis and plots.
+"""Record the mixing weights that every router of a model produces, for analysis and plots.
 
 Recording uses forward hooks that exist only inside the ``with`` block, so a model costs nothing extra when no
 recorder is active.
@@ -9,14 +9,25 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .layers import RoutingHead
+from .layers import Router
+
+# a router's attribute name inside its block; the block's name is the router's without it
+_ROUTER_ATTRIBUTES = ("routing", "attention")
+
+
+def _block_name(router_name: str) -> str:
+    parent, _, attribute = router_name.rpartition(".")
+    return parent if attribute in _ROUTER_ATTRIBUTES else router_name
 
 
 class RoutingRecorder:
-    """Context manager collecting each routing head's weights, per block, over the forward passes it sees.
+    """Context manager collecting each router's (B, K) mixing weights, per block, over the forward passes it sees.
+
+    Every family is recorded: the routing head of branch mixing, CondConv and DyConv, and ODConv's kernel attention
+    (:meth:`~dynconv.layers.Router.mixing_weights`); routers that mix nothing (K=1) are left out.
 
     Args:
-        model: Any module containing :class:`~dynconv.layers.RoutingHead` modules.
+        model: Any module containing :class:`~dynconv.layers.Router` modules.
 
     Example:
         >>> import timm
@@ -29,18 +40,18 @@ class RoutingRecorder:
     """
 
     def __init__(self, model: nn.Module):
-        self.heads: Dict[str, RoutingHead] = {
-            name.removesuffix(".routing"): module
-            for name, module in model.named_modules() if isinstance(module, RoutingHead)
+        self.routers: Dict[str, Router] = {
+            _block_name(name): module for name, module in model.named_modules() if isinstance(module, Router)
         }
-        if not self.heads:
-            raise ValueError(f"{type(model).__name__} has no RoutingHead modules, so there is nothing to record")
-        self._records: Dict[str, List[torch.Tensor]] = {name: [] for name in self.heads}
+        if not self.routers:
+            raise ValueError(f"{type(model).__name__} has no Router modules (no dynamic blocks), so there is nothing "
+                             "to record")
+        self._records: Dict[str, List[torch.Tensor]] = {name: [] for name in self.routers}
         self._handles: List[RemovableHandle] = []
 
     def __enter__(self) -> "RoutingRecorder":
-        for name, head in self.heads.items():
-            self._handles.append(head.register_forward_hook(self._hook(name)))
+        for name, router in self.routers.items():
+            self._handles.append(router.register_forward_hook(self._hook(name)))
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -49,8 +60,10 @@ class RoutingRecorder:
         self._handles.clear()
 
     def _hook(self, name: str):
-        def store(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            self._records[name].append(output.detach())
+        def store(module: Router, inputs, output) -> None:
+            weights = module.mixing_weights(output)
+            if weights is not None:
+                self._records[name].append(weights.detach())
         return store
 
     @property

@@ -4,6 +4,8 @@ from typing import Callable, List
 
 from torch import nn
 
+from .layers import Router
+
 
 def temperature_schedule(start: float = 30.0, end: float = 1.0, anneal_epochs: float = 10.0
                          ) -> Callable[[float], float]:
@@ -26,9 +28,9 @@ def temperature_schedule(start: float = 30.0, end: float = 1.0, anneal_epochs: f
     return temperature
 
 
-def routing_modules(model: nn.Module) -> List[nn.Module]:
-    """Every module of ``model`` with a routing temperature (anything with ``set_temperature``), in module order."""
-    return [m for m in model.modules() if hasattr(m, "set_temperature")]
+def routing_modules(model: nn.Module) -> List[Router]:
+    """Every :class:`~dynconv.layers.Router` of ``model`` (each owns a temperature), in module order."""
+    return [m for m in model.modules() if isinstance(m, Router)]
 
 
 def set_temperature(model: nn.Module, temperature: float) -> int:

@@ -17,11 +17,12 @@ import torch
 from einops.layers.torch import Reduce
 from torch import nn
 
-from ._checks import check_input, check_positive_float
+from ._checks import check_input
 from .kernel_mixing import ExpertConv2d, mix_kernels, per_sample_conv2d
+from .routing import Router
 
 
-class OmniAttention(nn.Module):
+class OmniAttention(Router):
     """ODConv's four attentions: pooled input -> Linear -> ReLU -> four heads.
 
     Args:
@@ -40,7 +41,7 @@ class OmniAttention(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_experts: int,
                  reduction: float = 0.0625, min_hidden: int = 16, temperature: float = 1.0):
-        super().__init__()
+        super().__init__(temperature)
         hidden = max(int(in_channels * reduction), min_hidden)
         self.pool = Reduce("b c h w -> b c", "mean")
         self.fc = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True))
@@ -48,12 +49,10 @@ class OmniAttention(nn.Module):
         self.filter = nn.Linear(hidden, out_channels)
         self.spatial = nn.Linear(hidden, kernel_size * kernel_size) if kernel_size > 1 else None
         self.kernel = nn.Linear(hidden, num_experts) if num_experts > 1 else None
-        self.register_buffer("temperature", torch.tensor(check_positive_float("temperature", temperature)),
-                             persistent=False)
 
-    def set_temperature(self, temperature: float) -> None:
-        """Set the temperature that divides every head's logits."""
-        self.temperature.fill_(check_positive_float("temperature", temperature))
+    def mixing_weights(self, output) -> Optional[torch.Tensor]:
+        """The kernel attention (B, K) of the four (None for K=1)."""
+        return output[3]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor],
                                                 Optional[torch.Tensor]]:

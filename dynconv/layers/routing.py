@@ -19,7 +19,34 @@ from ._checks import check_positive_float, check_positive_int
 _GATES = ("softmax", "sigmoid")
 
 
-class RoutingHead(nn.Module):
+class Router(nn.Module):
+    """Base of every routing module: it owns the temperature that divides its logits, and says which part of its
+    output is the per-sample mixing weight over the K branches or kernels.
+
+    :func:`~dynconv.routing_modules` (temperature annealing) and :class:`~dynconv.RoutingRecorder` find routers by
+    this type, so a new block family joins both by subclassing it.
+
+    Args:
+        temperature: Initial temperature (> 0).
+    """
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        # a buffer rather than a float attribute, so changing it neither recompiles a torch.compile'd model
+        # nor ends up in the state dict
+        self.register_buffer("temperature", torch.tensor(check_positive_float("temperature", temperature)),
+                             persistent=False)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set the temperature that divides the logits (e.g. from an annealing schedule)."""
+        self.temperature.fill_(check_positive_float("temperature", temperature))
+
+    def mixing_weights(self, output) -> Optional[torch.Tensor]:
+        """The (B, K) mixing weights within this router's forward output (None if it mixes nothing, K=1)."""
+        return output
+
+
+class RoutingHead(Router):
     """Global average pool -> [Linear -> act] -> Linear -> gate, giving one weight per branch and sample.
 
     Args:
@@ -55,7 +82,7 @@ class RoutingHead(nn.Module):
             gate: str = "softmax",
             act_layer: Type[nn.Module] = nn.ReLU,
     ):
-        super().__init__()
+        super().__init__(temperature)
         check_positive_int("in_channels", in_channels)
         check_positive_int("num_experts", num_experts)
         if hidden_channels is not None:
@@ -72,14 +99,6 @@ class RoutingHead(nn.Module):
             self.hidden = nn.Sequential(nn.Linear(in_channels, hidden_channels), act_layer())
             fc_in = hidden_channels
         self.fc = nn.Linear(fc_in, num_experts)
-        # a buffer rather than a float attribute, so changing it neither recompiles a torch.compile'd model
-        # nor ends up in the state dict
-        self.register_buffer("temperature", torch.tensor(check_positive_float("temperature", temperature)),
-                             persistent=False)
-
-    def set_temperature(self, temperature: float) -> None:
-        """Set the temperature that divides the logits (e.g. from an annealing schedule)."""
-        self.temperature.fill_(check_positive_float("temperature", temperature))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.fc(self.hidden(self.pool(x))) / self.temperature
