@@ -41,9 +41,18 @@ def test_cli_run_writes_well_formed_outputs_and_learns(fake_cifar_root, tmp_path
     for row in history:
         assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s", "elapsed_s"} <= set(row)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for row in history:  # routing health of each stage of the tiny model's dynamic blocks
+        assert sorted(row["routing"]) == ["stages.0", "stages.1", "stages.2"]
+        assert all(0 <= v["entropy"] <= 1 and 0 <= v["variation"] <= 1 for v in row["routing"].values())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["test_acc"] == history[-1]["test_acc"] and summary["test_acc"] > 0.5
     assert summary["params"] > 0 and summary["flops_per_image"] > 0 and summary["torch"] == torch.__version__
+    assert summary["precision"] in ("float32", "bf16 autocast")
+    origin = summary["provenance"]
+    assert origin["command"] == "python examples/cifar10/train.py " + " ".join(
+        [*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "3", "--out", str(run_dir)])
+    assert origin["versions"]["torch"] == torch.__version__ and origin["machine"]["cores"] >= 1
+    assert origin["commit"] is None or len(origin["commit"].removesuffix("-dirty")) == 40
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     weights, info = load_weights(run_dir / "checkpoints" / "best.safetensors")
     assert info["config"]["model"] == "dynconv_cifar_tiny" and "head.fc.weight" in weights

@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from dynconv import routing_modules, temperature_schedule
+from dynconv import RoutingRecorder, routing_modules, temperature_schedule
 
 from cifar10_recipe.checkpoint import (
     BEST,
@@ -64,7 +64,7 @@ from cifar10_recipe.distributed import (
 from cifar10_recipe.loaders import TensorLoader, TorchvisionLoader, epoch_seed
 from cifar10_recipe.presets import PRESETS
 from cifar10_recipe.provenance import provenance
-from cifar10_recipe.report import epoch_line, plot_curves, spread, write_metrics
+from cifar10_recipe.report import epoch_line, plot_curves, routing_health, spread, write_metrics
 from cifar10_recipe.whitening import init_patch_whitening
 
 
@@ -324,16 +324,19 @@ def tta_logits(model: nn.Module, images: torch.Tensor, tta: int, logits: torch.T
 
 
 @torch.no_grad()
-def evaluate(model, loader, autocast, tta: int = 0) -> Dict[str, Optional[float]]:
-    """Test loss and accuracy; with ``tta`` > 0 also the accuracy of the test-time-augmented logits."""
+def evaluate(model, loader, autocast, tta: int = 0) -> Dict[str, Any]:
+    """Test loss and accuracy; with ``tta`` > 0 also the accuracy of the test-time-augmented logits. For a model with
+    routers also their health per stage on the test images (plain forward passes only; :func:`routing_health`)."""
     model.eval()
+    recorder = RoutingRecorder(model) if routing_modules(model) else None
     total_loss = torch.zeros((), device=loader.device)
     correct = torch.zeros((), device=loader.device, dtype=torch.long)
     correct_tta = torch.zeros((), device=loader.device, dtype=torch.long)
     seen = 0
     for images, labels in loader:
         with autocast:
-            logits = model(images).float()
+            with recorder or nullcontext():
+                logits = model(images).float()
             if tta:
                 correct_tta += (tta_logits(model, images, tta, logits).argmax(dim=1) == labels).sum()
         total_loss += F.cross_entropy(logits, labels, reduction="sum")
@@ -341,8 +344,11 @@ def evaluate(model, loader, autocast, tta: int = 0) -> Dict[str, Optional[float]
         seen += len(labels)
     total_loss, correct, correct_tta, seen = all_reduce_sum(
         [total_loss.item(), correct.item(), correct_tta.item(), seen], loader.device)
-    return {"test_loss": total_loss / seen, "test_acc": correct / seen,
-            "test_acc_tta": correct_tta / seen if tta else None}
+    result = {"test_loss": total_loss / seen, "test_acc": correct / seen,
+              "test_acc_tta": correct_tta / seen if tta else None}
+    if recorder is not None:
+        result["routing"] = routing_health(recorder.weights)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -357,6 +363,7 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
     process only, when there are several)."""
     wall_start = time.perf_counter()
     device = device or resolve_device(config.device)
+    origin = provenance(device, argv)  # taken now: the commit checked out later need not be the one that ran
     configure_execution(config, device)
     say = print if distributed.is_main else lambda *args, **kwargs: None
     if data is None:
@@ -471,7 +478,7 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
         "threads": torch.get_num_threads(), "processes": distributed.world_size, "torch": torch.__version__,
         "timm": timm.__version__, "seed": config.seed, "data_root": str(data.root),
         "precision": "bf16 autocast" if uses_bf16(config, device) else "float32",
-        "provenance": provenance(device, argv),
+        "provenance": origin,
     }
     if not distributed.is_main:
         return summary

@@ -1,10 +1,14 @@
 """Run outputs: the per-epoch metrics log, the summary line, and the coursework's loss/accuracy plot."""
 import json
 import statistics
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import matplotlib
+import torch
+
+from dynconv import routing_statistics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -17,6 +21,17 @@ def spread(summaries: List[Dict[str, Any]], key: str) -> Optional[Dict[str, Any]
         return None
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values}
+
+
+def routing_health(weights: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, float]]:
+    """Per stage (``stages.<i>``), the mean over its blocks of the routers' normalised entropy (1: uniform mix, 0: one
+    branch per sample) and cross-sample variation (0: every sample gets the same mix, i.e. collapsed routing), from
+    :class:`~dynconv.RoutingRecorder` weights (block name -> (N, K))."""
+    stages: Dict[str, List[Any]] = defaultdict(list)
+    for name, block_weights in weights.items():
+        stages[".".join(name.split(".")[:2])].append(routing_statistics(block_weights))
+    return {stage: {"entropy": statistics.fmean(s.normalised_entropy for s in blocks),
+                    "variation": statistics.fmean(s.variation for s in blocks)} for stage, blocks in stages.items()}
 
 
 def write_metrics(path: Path, history: List[Dict[str, Any]]) -> None:
@@ -39,7 +54,9 @@ def plot_curves(history: List[Dict[str, Any]], path: Path, title: str) -> None:
     epochs = [row["epoch"] + 1 for row in history]
     evaluated = [row for row in history if row.get("test_acc") is not None]
     test_epochs = [row["epoch"] + 1 for row in evaluated]
-    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    routed = [row for row in evaluated if row.get("routing")]
+    figure, axes = plt.subplots(1, 3 if routed else 2, figsize=(16 if routed else 11, 4))
+    loss_axis, acc_axis = axes[:2]
     loss_axis.plot(epochs, [row["train_loss"] for row in history], label="train")
     loss_axis.plot(test_epochs, [row["test_loss"] for row in evaluated], label="test", marker=".")
     acc_axis.plot(epochs, [100 * row["train_acc"] for row in history], label="train")
@@ -49,6 +66,20 @@ def plot_curves(history: List[Dict[str, Any]], path: Path, title: str) -> None:
         axis.set_ylabel(name)
         axis.grid(alpha=0.3)
         axis.legend()
+    if routed:
+        routing_axis = axes[2]
+        routed_epochs = [row["epoch"] + 1 for row in routed]
+        for index, stage in enumerate(routed[-1]["routing"]):
+            colour = f"C{index}"
+            routing_axis.plot(routed_epochs, [row["routing"][stage]["entropy"] for row in routed], color=colour,
+                              marker=".", label=f"{stage} entropy / log K")
+            routing_axis.plot(routed_epochs, [row["routing"][stage]["variation"] for row in routed], color=colour,
+                              linestyle="--", label=f"{stage} variation")
+        routing_axis.set_xlabel("epoch")
+        routing_axis.set_ylabel("routing (test images)")
+        routing_axis.set_ylim(0, 1.05)
+        routing_axis.grid(alpha=0.3)
+        routing_axis.legend(fontsize=7)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
