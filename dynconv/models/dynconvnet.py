@@ -11,6 +11,7 @@ config field can be overridden through ``timm.create_model(name, field=value)``.
 from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
 from functools import partial
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -279,6 +280,11 @@ MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
         stem_kernel_size=2, downsample="conv_pool", norm_momentum=0.4, norm_eps=1e-12, head="linear",
         drop_rate=0.0, act_layer="gelu"),
 )
+# the static twin of every backbone: the same layout with plain Conv-BN-Act blocks, the baseline a dynamic block must
+# beat (the kernel-mixing variants share dynconv_cifar's backbone, so dynconv_cifar_static is their twin too)
+STATIC_TWINS: Dict[str, str] = {f"{name}_static": name for name in ("dynconv_cifar", "dynconv_cifar_tiny",
+                                                                    "dynconv_cifar_fast")}
+MODEL_CFGS.update({twin: replace(MODEL_CFGS[name], block="static", num_convs=1) for twin, name in STATIC_TWINS.items()})
 _CFG_FIELDS = frozenset(field.name for field in fields(DynConvNetCfg))
 
 
@@ -289,6 +295,16 @@ def _create_dynconvnet(variant: str, pretrained: bool = False, **kwargs) -> DynC
         DynConvNet, variant, pretrained, model_cfg=model_cfg,
         feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(len(model_cfg.widths)))),
         **kwargs)
+
+
+# weights trained by the recipe, shipped inside the package (safetensors; metadata: accuracy, recipe, command, commit)
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+# pretrained tag -> what it names: the recipe, then the data (timm's ``model.tag`` style)
+PRETRAINED_TAGS = {"cpu_cifar10local": "the recipe's cpu preset, trained on the local CIFAR-10 copy"}
+
+
+def _pretrained_file(name: str, tag: str) -> str:
+    return str(PRETRAINED_DIR / f"{name}.{tag}.safetensors")
 
 
 def _cfg(variant: str, **kwargs) -> Dict[str, Any]:
@@ -303,11 +319,16 @@ def _cfg(variant: str, **kwargs) -> Dict[str, Any]:
 
 default_cfgs = generate_default_cfgs({
     "dynconv_cifar": _cfg("dynconv_cifar", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
+    "dynconv_cifar_static": _cfg("dynconv_cifar_static", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
     "dynconv_cifar_condconv": _cfg("dynconv_cifar_condconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
     "dynconv_cifar_dyconv": _cfg("dynconv_cifar_dyconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
     "dynconv_cifar_odconv": _cfg("dynconv_cifar_odconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
-    "dynconv_cifar_tiny": _cfg("dynconv_cifar_tiny"),
+    "dynconv_cifar_tiny.cpu_cifar10local": _cfg(
+        "dynconv_cifar_tiny", file=_pretrained_file("dynconv_cifar_tiny", "cpu_cifar10local")),
+    "dynconv_cifar_tiny_static.cpu_cifar10local": _cfg(
+        "dynconv_cifar_tiny_static", file=_pretrained_file("dynconv_cifar_tiny_static", "cpu_cifar10local")),
     "dynconv_cifar_fast": _cfg("dynconv_cifar_fast"),
+    "dynconv_cifar_fast_static": _cfg("dynconv_cifar_fast_static"),
 })
 
 
@@ -315,6 +336,12 @@ default_cfgs = generate_default_cfgs({
 def dynconv_cifar(pretrained: bool = False, **kwargs) -> DynConvNet:
     """The coursework model: widths 64-128-256-512, 2 blocks per segment, K=4 branches of 3x3, MLP head."""
     return _create_dynconvnet("dynconv_cifar", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_static(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """The static twin of ``dynconv_cifar`` (and of its kernel-mixing variants): the same backbone, Conv-BN-ReLU."""
+    return _create_dynconvnet("dynconv_cifar_static", pretrained, **kwargs)
 
 
 @register_model
@@ -342,6 +369,18 @@ def dynconv_cifar_tiny(pretrained: bool = False, **kwargs) -> DynConvNet:
 
 
 @register_model
+def dynconv_cifar_tiny_static(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """The static twin of ``dynconv_cifar_tiny``: the same backbone with Conv-BN-GELU blocks."""
+    return _create_dynconvnet("dynconv_cifar_tiny_static", pretrained, **kwargs)
+
+
+@register_model
 def dynconv_cifar_fast(pretrained: bool = False, **kwargs) -> DynConvNet:
     """airbench94's layout with dynamic blocks: 2x2 patch stem, segments 64-256-256, second block of each K=2."""
     return _create_dynconvnet("dynconv_cifar_fast", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_fast_static(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """The static twin of ``dynconv_cifar_fast``: airbench94's layout with Conv-BN-GELU blocks throughout."""
+    return _create_dynconvnet("dynconv_cifar_fast_static", pretrained, **kwargs)
