@@ -1,0 +1,221 @@
+"""The equal-budget study: does a dynamic block beat its static twin at equal epochs and at equal wall time?
+
+Every block family (static, branch, condconv, dyconv, odconv) in the ``dynconv_cifar_tiny`` backbone, trained with
+the ``cpu`` preset's recipe on the 2-core CPU:
+
+    python examples/cifar10/equal_budget_study.py timing   # ALONE on the machine: seconds per epoch of each family
+    python examples/cifar10/equal_budget_study.py train    # the study's runs (resumable; finished runs are skipped)
+    python examples/cifar10/equal_budget_study.py report   # table (markdown + JSON) and plot from the records
+
+``timing`` runs must have the machine to themselves (their wall time sets the equal-time budgets); ``train`` runs
+may share it, since accuracy after N epochs does not depend on load; their x axis in the plot is epochs times the
+family's timed seconds per epoch. The equal-time budget is the branch model's 11 epochs; each family gets the most
+epochs whose timed wall time fits in it (the learning-rate schedule scales with the epoch count).
+
+Records (``config.json``, ``metrics.jsonl``, ``summary.json`` of every run) go to ``--records``; run folders with
+checkpoints stay under ``--runs-dir``.
+"""
+import argparse
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_RECORDS = HERE / "records" / "cpu-equal-budget"
+FAMILIES = ("static", "branch", "condconv", "dyconv", "odconv")
+BUDGET_FAMILY, BUDGET_EPOCHS = "branch", 11
+TIMING_EPOCHS = 2
+TIMING_SUBSET = 12_800  # 50 full batches: the second epoch's training time scales to the 50,000 images
+TRAIN_IMAGES = 50_000
+RECORD_FILES = ("config.json", "metrics.jsonl", "summary.json")
+
+# (family, budget, seed) in the order they are trained: one seed of everything at equal time first (the question),
+# then the second seeds of static and branch, then equal epochs for the kernel-mixing families
+PLAN = [
+    ("static", "epochs", 0), ("branch", "epochs", 0), ("static", "time", 0), ("condconv", "time", 0),
+    ("dyconv", "time", 0), ("odconv", "time", 0), ("branch", "epochs", 1), ("static", "time", 1),
+    ("static", "epochs", 1), ("condconv", "epochs", 0), ("dyconv", "epochs", 0), ("odconv", "epochs", 0),
+]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def read_metrics(path: Path) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_command(family: str, epochs: int, seed: int, out: Path, extra: List[str]) -> List[str]:
+    return [sys.executable, str(HERE / "train.py"), "--preset", "cpu", "--block", family, "--epochs", str(epochs),
+            "--seed", str(seed), "--progress", "off", "--out", str(out), *extra]
+
+
+def run_and_record(name: str, command: List[str], run_dir: Path, records: Path) -> None:
+    """Run (or resume) one training run, then copy its record files to ``records/name``."""
+    if (records / name / "summary.json").exists():
+        print(f"{name}: recorded already", flush=True)
+        return
+    if (run_dir / "checkpoints" / "last.json").exists():
+        command = [sys.executable, str(HERE / "train.py"), "--resume", str(run_dir), "--progress", "off"]
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to resume
+    print(f"{name}: {' '.join(command)}", flush=True)
+    subprocess.run(command, check=True)
+    (records / name).mkdir(parents=True, exist_ok=True)
+    for file in RECORD_FILES:
+        shutil.copy2(run_dir / file, records / name / file)
+
+
+def seconds_per_epoch(records: Path) -> Dict[str, float]:
+    """Wall seconds of one steady-state epoch per family (training on all 50,000 images and the evaluation that
+    follows), from the timing runs' second epoch: its training time scaled from the subset to the whole training set,
+    plus its evaluation time (the wall time of the epoch that was not training)."""
+    result = {}
+    for family in FAMILIES:
+        path = records / f"timing-{family}" / "metrics.jsonl"
+        if path.exists():
+            first, last = read_metrics(path)[-2:]
+            evaluation = last["elapsed_s"] - first["elapsed_s"] - last["train_s"]
+            result[family] = last["train_s"] * TRAIN_IMAGES / TIMING_SUBSET + evaluation
+    return result
+
+
+def equal_time_epochs(per_epoch: Dict[str, float]) -> Dict[str, int]:
+    """Epochs of each family that fit in the budget family's ``BUDGET_EPOCHS`` epochs of wall time."""
+    budget = BUDGET_EPOCHS * per_epoch[BUDGET_FAMILY]
+    return {family: max(1, math.floor(budget / seconds + 1e-9)) for family, seconds in per_epoch.items()}
+
+
+def run_name(family: str, epochs: int, seed: int) -> str:
+    return f"{family}-e{epochs}-s{seed}"
+
+
+def planned_runs(records: Path) -> List[tuple]:
+    per_epoch = seconds_per_epoch(records)
+    missing = [family for family in FAMILIES if family not in per_epoch]
+    if missing:
+        raise SystemExit(f"no timing record for {missing} in {records}: run the 'timing' step first, alone")
+    time_epochs = equal_time_epochs(per_epoch)
+    runs = []
+    for family, budget, seed in PLAN:
+        epochs = BUDGET_EPOCHS if budget == "epochs" else time_epochs[family]
+        name = run_name(family, epochs, seed)
+        if name not in [run[0] for run in runs]:
+            runs.append((name, family, epochs, seed))
+    return runs
+
+
+def summarise(values: List[float]) -> Optional[Dict[str, Any]]:
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values), "values": values}
+
+
+def collect(records: Path) -> Dict[str, Any]:
+    """The study's results from its records: per family, equal-epoch and equal-time accuracy over seeds."""
+    per_epoch = seconds_per_epoch(records)
+    time_epochs = equal_time_epochs(per_epoch)
+    families = {}
+    for family in FAMILIES:
+        entry: Dict[str, Any] = {"seconds_per_epoch": per_epoch.get(family),
+                                 "equal_time_epochs": time_epochs.get(family)}
+        for budget, epochs in (("equal_epochs", BUDGET_EPOCHS), ("equal_time", time_epochs.get(family))):
+            summaries = [read_json(path) for path in sorted(records.glob(f"{family}-e{epochs}-s*/summary.json"))]
+            entry[budget] = {"epochs": epochs, "test_acc": summarise([s["test_acc"] for s in summaries]),
+                             "test_acc_tta": summarise([s["test_acc_tta"] for s in summaries]),
+                             "train_s": summarise([s["train_s"] for s in summaries]),
+                             "commits": sorted({s.get("provenance", {}).get("commit") or "?" for s in summaries})}
+        families[family] = entry
+    return {"budget": {"family": BUDGET_FAMILY, "epochs": BUDGET_EPOCHS,
+                       "seconds": BUDGET_EPOCHS * per_epoch[BUDGET_FAMILY] if BUDGET_FAMILY in per_epoch else None},
+            "families": families}
+
+
+def percent(stats: Optional[Dict[str, Any]]) -> str:
+    if stats is None:
+        return "not run yet"
+    spread = f" +- {100 * stats['std']:.2f}" if stats["n"] > 1 else ""
+    return f"{100 * stats['mean']:.2f}%{spread} (n={stats['n']})"
+
+
+def markdown_table(results: Dict[str, Any]) -> str:
+    lines = ["| block | s/epoch (timed alone) | equal epochs (11): test acc | with TTA | equal time: epochs | "
+             "test acc | with TTA |", "|---|---|---|---|---|---|---|"]
+    for family, entry in results["families"].items():
+        seconds = entry["seconds_per_epoch"]
+        lines.append(" | ".join([
+            f"| `{family}`", f"{seconds:.1f}" if seconds else "-", percent(entry["equal_epochs"]["test_acc"]),
+            percent(entry["equal_epochs"]["test_acc_tta"]), str(entry["equal_time_epochs"] or "-"),
+            percent(entry["equal_time"]["test_acc"]), percent(entry["equal_time"]["test_acc_tta"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: Path, path: Path) -> None:
+    """Test accuracy against training wall time (epochs x timed seconds per epoch), one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_epoch = seconds_per_epoch(records)
+    figure, axis = plt.subplots(figsize=(8, 5))
+    colours = dict(zip(FAMILIES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for run_dir in sorted(records.glob("*-e*-s*")):
+        family = run_dir.name.split("-")[0]
+        rows = [row for row in read_metrics(run_dir / "metrics.jsonl") if row.get("test_acc") is not None]
+        minutes = [(row["epoch"] + 1) * per_epoch[family] / 60 for row in rows]
+        axis.plot(minutes, [100 * row["test_acc"] for row in rows], marker=".", color=colours[family],
+                  alpha=0.9 if run_dir.name.endswith("s0") else 0.5, label=run_dir.name)
+    budget = BUDGET_EPOCHS * per_epoch[BUDGET_FAMILY] / 60
+    axis.axvline(budget, color="grey", linestyle="--", linewidth=1)
+    axis.set_xlabel("wall time (minutes; epochs x seconds per epoch timed alone on the 2-core CPU)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_ylim(60, None)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, ncol=2)
+    axis.set_title("dynconv_cifar_tiny, cpu preset, per block family (local CIFAR-10 copy)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("timing", "train", "report"))
+    parser.add_argument("--records", type=Path, default=DEFAULT_RECORDS, help="where the record files go")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/equal-budget"), help="where the runs train")
+    parser.add_argument("--only", nargs="*", help="train only these run names (e.g. static-e22-s0)")
+    parser.add_argument("--plot", type=Path, help="report: also write the plot here (PNG)")
+    parser.add_argument("extra", nargs="*", help="extra train.py flags after --, e.g. -- --subset 512 (dry runs)")
+    args = parser.parse_args(argv)
+    if args.step == "timing":
+        for family in FAMILIES:
+            name = f"timing-{family}"
+            extra = ["--subset", str(TIMING_SUBSET), *args.extra]
+            run_and_record(name, train_command(family, TIMING_EPOCHS, 0, args.runs_dir / name, extra),
+                           args.runs_dir / name, args.records)
+    elif args.step == "train":
+        for name, family, epochs, seed in planned_runs(args.records):
+            if args.only and name not in args.only:
+                continue
+            run_and_record(name, train_command(family, epochs, seed, args.runs_dir / name, args.extra),
+                           args.runs_dir / name, args.records)
+    else:
+        results = collect(args.records)
+        (args.records / "study.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.records / "study.md").write_text(markdown_table(results))
+        if args.plot:
+            plot(args.records, args.plot)
+        print(markdown_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
