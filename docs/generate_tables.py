@@ -108,6 +108,50 @@ def benchmark_tables() -> dict:
     return out
 
 
+def throughput_tables() -> dict:
+    """Every whole-model throughput table (``benchmarks/results/throughput/<name>.csv``), images/s per path."""
+    import csv
+
+    out = {}
+    for path in sorted((ROOT / "benchmarks" / "results" / "throughput").glob("*.csv")):
+        with open(path) as file:
+            records = list(csv.DictReader(file))
+        paths = list(dict.fromkeys(r["implementation"] for r in records))
+        cells = {}
+        for r in records:
+            cells.setdefault((r["model"], int(r["batch"]), r["pass"]), {})[r["implementation"]] = float(
+                r["images_per_s"])
+        rows = [[f"``{model}``", str(batch), pass_, *[f"{values[p]:.0f}" if p in values else "-" for p in paths]]
+                for (model, batch, pass_), values in sorted(cells.items())]
+        markdown = path.with_suffix(".md")
+        machine = markdown.read_text().split("\n\n")[0].replace("`", "``") if markdown.exists() else ""
+        header = ["model", "batch", "pass", *[f"{p} (images/s)" for p in paths]]
+        out[path.stem] = f"{machine}\n\n" + list_table(header, rows)
+    return out
+
+
+def study_table(folder: Path) -> str:
+    """The equal-budget study from its records (``examples/cifar10/records/cpu-equal-budget``), and its plot."""
+    import equal_budget_study as study
+
+    records = study.DEFAULT_RECORDS
+    if not (records / "timing-branch" / "metrics.jsonl").exists():
+        return "No recorded run yet.\n"
+    results = study.collect(records)
+    rows = []
+    for family, entry in results["families"].items():
+        seconds = entry["seconds_per_epoch"]
+        rows.append([f"``{family}``", f"{seconds:.0f} s" if seconds else "-",
+                     study.percent(entry["equal_epochs"]["test_acc"]),
+                     study.percent(entry["equal_epochs"]["test_acc_tta"]), str(entry["equal_time_epochs"] or "-"),
+                     study.percent(entry["equal_time"]["test_acc"]),
+                     study.percent(entry["equal_time"]["test_acc_tta"])])
+    study.plot(records, folder / "equal_budget.png")
+    header = ["block", "one epoch (timed alone)", "11 epochs: test acc", "with TTA", "equal time: epochs", "test acc",
+              "with TTA"]
+    return list_table(header, rows)
+
+
 def write_tables(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "models.inc.rst").write_text(models_table())
@@ -121,3 +165,7 @@ def write_tables(folder: Path) -> None:
     for name in ("cpu", "cuda"):
         if name not in tables:
             (folder / f"bench_{name}.inc.rst").write_text("No recorded run yet.\n")
+    (folder / "study.inc.rst").write_text(study_table(folder))
+    throughput = throughput_tables()
+    for name in ("inference_cpu",):
+        (folder / f"throughput_{name}.inc.rst").write_text(throughput.get(name, "No recorded run yet.\n"))

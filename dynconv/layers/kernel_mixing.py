@@ -37,8 +37,13 @@ MODES = ("auto", "grouped", "outputs", "bmm")
 GROUPED_MIN_PIXELS_CPU = 128
 
 
+def _exporting() -> bool:
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
 def select_mode(mode: str, x: torch.Tensor, linear_mix: bool, output_pixels: int) -> str:
-    """Resolve ``"auto"``.
+    """Resolve ``"auto"``; while exporting (``torch.export``, ONNX, tracing) pick a form with no batch-sized group
+    count instead of any mode: output mixing for a linear mix, else the batched matmul (both exact).
 
     On CPU (measured in ``benchmarks/results/cpu.md``, modes table): the grouped convolution is fastest while each
     sample's output has at least ``GROUPED_MIN_PIXELS_CPU`` pixels (64 -> 64 channels at 32x32: 5x faster than
@@ -51,6 +56,9 @@ def select_mode(mode: str, x: torch.Tensor, linear_mix: bool, output_pixels: int
     3-78x a static convolution); the grouped convolution otherwise (ODConv: faster than the batched matmul at 7
     of the 8 measured points).
     """
+    if _exporting():
+        # a grouped convolution with groups = B would bake the example's batch size into the exported graph
+        return "outputs" if linear_mix else "bmm"
     if mode != "auto":
         return mode
     if x.device.type == "cpu":
