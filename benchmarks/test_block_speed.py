@@ -52,6 +52,11 @@ def pytest_generate_tests(metafunc):
     if "configuration" in metafunc.fixturenames:
         device_type = metafunc.config.getoption("--device").split(":")[0]
         configurations = list(_configurations(device_type))
+        options = metafunc.config.getoption
+        if options("benchmark_disable") and not options("benchmark_enable"):
+            # the default test run executes each distinct configuration once, at a small batch
+            configurations = list(dict.fromkeys((shape, DISABLED_BATCH, *rest)
+                                                for shape, _, *rest in configurations))
         metafunc.parametrize("configuration", configurations,
                              ids=["-".join(map(str, c)) for c in configurations])
 
@@ -62,7 +67,7 @@ def test_block(benchmark, device, timing_enabled, time_budget, configuration, im
     if mode == "forward_backward" and implementation in INFERENCE_ONLY:
         pytest.skip(f"{implementation} is inference only")
     in_channels, out_channels, size = STAGE_SHAPES[shape]
-    batch = batch if timing_enabled else min(batch, DISABLED_BATCH)
+    batch = batch if timing_enabled else DISABLED_BATCH
     benchmark.group = f"{shape} {in_channels}->{out_channels}@{size} B={batch} K={k} {mode} {memory_format}"
     benchmark.extra_info.update(shape=shape, batch=batch, k=k, mode=mode, memory_format=memory_format,
                                 implementation=implementation, device=str(device), torch=torch.__version__,

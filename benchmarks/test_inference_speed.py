@@ -45,8 +45,9 @@ def _runner(path: str, model: torch.nn.Module, x: torch.Tensor, tmp_path):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_inference_throughput(benchmark, name, path, batch, device, timing_enabled, tmp_path):
-    if not timing_enabled and (batch != 1 or path == "compiled"):
-        pytest.skip("the default test run executes each path once at batch 1; compiling is tested in tests/")
+    if not timing_enabled and (batch != 1 or path in ("compiled", "onnxruntime")):
+        pytest.skip("the default test run executes the eager paths once at batch 1; compiling and exporting are "
+                    "tested in tests/")
     model = timm.create_model(name).to(device)
     x = torch.randn(batch, *model.pretrained_cfg["input_size"], device=device)
     run = _runner(path, model, x, tmp_path)

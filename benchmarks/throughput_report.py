@@ -20,13 +20,15 @@ Rows = Dict[Tuple[str, int, str], Dict[str, float]]  # (model, batch, pass) -> i
 
 def throughput(paths: List[Path]) -> Tuple[Rows, List[str], List[str]]:
     """Images/s per (model, batch, pass) and implementation, the implementations in first-seen order, and one
-    machine line per file."""
+    machine line (with the commit) per file."""
     rows: Rows = defaultdict(dict)
     implementations: List[str] = []
     machines = []
     for path in paths:
         _, machine = load_json(path)
-        machines.append(machine)
+        commit = json.loads(path.read_text()).get("commit_info", {})
+        dirty = " with uncommitted changes" if commit.get("dirty") else ""
+        machines.append(f"{machine}, commit {commit.get('id', '?')[:10]}{dirty}")
         for bench in json.loads(path.read_text())["benchmarks"]:
             info = bench["extra_info"]
             key = (info["model"], int(info["batch"]), info["pass_"])

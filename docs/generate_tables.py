@@ -152,6 +152,44 @@ def study_table(folder: Path) -> str:
     return list_table(header, rows)
 
 
+def pretrained_table() -> str:
+    """Every shipped weight: its accuracy on the local CIFAR-10 copy, recipe and provenance (from its metadata)."""
+    from cifar10_recipe.shipping import read_metadata
+
+    rows = []
+    for name in timm.list_models("dynconv*", pretrained=True):
+        path = Path(timm.models.get_pretrained_cfg(name).file)
+        if not path.exists():
+            continue
+        meta = read_metadata(path)
+        rows.append([f"``{name}``", f"{100 * meta['test_acc_fp32']:.2f}%", f"{100 * meta['test_acc_recorded']:.2f}% "
+                     f"({100 * meta['test_acc_tta_recorded']:.2f}% with TTA)", meta["recipe"]["preset"],
+                     str(meta["recipe"]["epochs"]), f"``{meta['command']}``", meta["commit"][:10],
+                     f"``{meta['record']}``"])
+    if not rows:
+        return "No shipped weights yet.\n"
+    return list_table(["model.tag", "test accuracy (float32)", "as recorded by the run", "preset", "epochs",
+                       "command", "commit", "record"], rows)
+
+
+def routing_tables(folder: Path) -> dict:
+    """Per recorded routing inspection (``examples/cifar10/records/routing/<name>.json``): a table of every block's
+    statistics, and its figure (``generated/routing_<name>.png``)."""
+    import inspect_routing
+
+    out = {}
+    for path in sorted((ROOT / "examples" / "cifar10" / "records" / "routing").glob("*.json")):
+        result = json.loads(path.read_text())
+        inspect_routing.plot(result, folder / f"routing_{path.stem}.png",
+                             f"routing of {result['source']} on {result['num_images']} test images")
+        rows = [[f"``{name}``", " / ".join(f"{w:.2f}" for w in stats["mean_weight"]),
+                 f"{stats['normalised_entropy']:.3f}", f"{stats['variation']:.3f}", f"{stats['top_branch_share']:.2f}"]
+                for name, stats in result["blocks"].items()]
+        out[path.stem] = list_table(["block", "mean weight per branch", "entropy / log K", "variation (TV)",
+                                     "top-branch share"], rows)
+    return out
+
+
 def write_tables(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "models.inc.rst").write_text(models_table())
@@ -166,6 +204,9 @@ def write_tables(folder: Path) -> None:
         if name not in tables:
             (folder / f"bench_{name}.inc.rst").write_text("No recorded run yet.\n")
     (folder / "study.inc.rst").write_text(study_table(folder))
+    (folder / "pretrained.inc.rst").write_text(pretrained_table())
+    for name, text in routing_tables(folder).items():
+        (folder / f"routing_{name}.inc.rst").write_text(text)
     throughput = throughput_tables()
     for name in ("inference_cpu",):
         (folder / f"throughput_{name}.inc.rst").write_text(throughput.get(name, "No recorded run yet.\n"))

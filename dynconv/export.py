@@ -30,7 +30,7 @@ _MAX_BATCH = 4096
 def _prepare(model: nn.Module, reparameterize: bool) -> nn.Module:
     """An eval-mode copy of ``model`` (the caller's model is left as it was), BatchNorms folded if asked."""
     model = copy.deepcopy(model).eval()
-    return reparameterize_model(model) if reparameterize else model
+    return reparameterize_model(model, inplace=True) if reparameterize else model
 
 
 def _example_input(model: nn.Module, input_size: Optional[Sequence[int]]) -> torch.Tensor:

@@ -1,11 +1,14 @@
 """Kernel-mixing layers (CondConv2d, DyConv2d, ODConv2d) against a per-sample loop oracle, in every mode."""
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import BatchNormAct2d
+from timm.utils import reparameterize_model
 from torch import nn
 
-from dynconv import CondConv2d, DyConv2d, ODConv2d, create_block, set_temperature, temperature_schedule
-from dynconv.layers import MixedKernelConv2d
+from dynconv import CondConv2d, DyConv2d, DynamicBlock, ODConv2d, create_block, set_temperature, temperature_schedule
+from dynconv.layers import KernelMixingBlock, MixedKernelConv2d
 from dynconv.layers.kernel_mixing import GROUPED_MIN_PIXELS_CPU, select_mode
 
 # (in_channels, out_channels, kernel_size, stride, groups, batch, size)
@@ -152,3 +155,59 @@ def test_layers_reject_bad_arguments():
         create_block("dyconv", 4, 6, kernel_size=(1, 3))
     with pytest.raises(ValueError, match=r"expected input of shape \(B, 4, H, W\)"):
         DyConv2d(4, 6)(torch.randn(2, 5, 8, 8))
+
+
+def _with_running_statistics(block):
+    """Non-trivial BatchNorm statistics and affine parameters, so folding them is really tested."""
+    generator = torch.Generator().manual_seed(1)
+    bn = block.bn
+    bn.running_mean.copy_(torch.randn(bn.num_features, generator=generator))
+    bn.running_var.copy_(torch.rand(bn.num_features, generator=generator) + 0.3)
+    bn.weight.data.copy_(torch.randn(bn.num_features, generator=generator))
+    bn.bias.data.copy_(torch.randn(bn.num_features, generator=generator))
+    return block.eval()
+
+
+@pytest.mark.parametrize("kind", ["condconv", "dyconv", "odconv"])
+@pytest.mark.parametrize("stride, groups", [(1, 1), (2, 2)])
+def test_kernel_mixing_blocks_fold_their_batchnorm_exactly(kind, stride, groups):
+    torch.manual_seed(0)
+    kwargs = {} if kind == "odconv" else {"bias": True}
+    conv = {"condconv": CondConv2d, "dyconv": DyConv2d, "odconv": ODConv2d}[kind](
+        8, 12, 3, stride, groups=groups, num_experts=3, **kwargs)
+    block = _with_running_statistics(KernelMixingBlock(conv, BatchNormAct2d(12, act_layer="gelu")))
+    x = torch.randn(5, 8, 9, 9)
+    with torch.no_grad():
+        before = block(x)
+        block.reparameterize()
+        block.reparameterize()  # a second call changes nothing
+        after = block(x)
+    assert block.is_fused and not any(isinstance(m, torch.nn.BatchNorm2d) for m in block.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["branch", "condconv", "dyconv", "odconv"])
+def test_reparameterize_model_folds_every_family_and_the_folded_model_refuses_to_train(kind):
+    model = timm.create_model("dynconv_cifar_tiny", block=kind).eval()
+    for module in model.modules():
+        if isinstance(module, (KernelMixingBlock, DynamicBlock)):
+            _with_running_statistics(module)
+    x = torch.randn(3, 3, 32, 32)
+    folded = reparameterize_model(model)
+    assert all(block.is_fused for block in folded.modules() if isinstance(block, (KernelMixingBlock, DynamicBlock)))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError, match="cannot train"):
+        folded.train()
+
+
+def test_fold_affine_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        CondConv2d(2, 4).fold_affine(torch.ones(3), torch.zeros(4))
+
+
+@pytest.mark.parametrize("layer", [CondConv2d, DyConv2d, ODConv2d])
+def test_default_padding_keeps_the_size_with_dilation(layer):
+    conv = layer(4, 6, 3, dilation=2, num_experts=2)
+    assert conv.padding == (2, 2)
+    assert conv(torch.randn(2, 4, 9, 9)).shape == (2, 6, 9, 9)

@@ -71,3 +71,29 @@ def test_count_correct_on_known_predictions():
     labels = torch.tensor([0, 1, 2, 0, 0, 5, 0])
     assert count_correct(Fixed(), images, labels) == 4
     assert [len(t) for t in check_part(images, labels)] == [2, 2]
+
+
+def test_collect_and_ship_a_finished_run(fake_cifar_root, tmp_path):
+    """train.py -> collect_weights.py (float16) -> ship_weights.py: the shipped file loads through timm's file=."""
+    import collect_weights
+    import ship_weights
+    import train
+
+    run_dir = tmp_path / "static-run"
+    assert train.main(["--preset", "cpu", "--block", "static", "--subset", "512", "--test-subset", "256",
+                       "--batch-size", "64", "--epochs", "1", "--data-dir", str(fake_cifar_root),
+                       "--out", str(run_dir)]) == 0
+    assert collect_weights.main([str(run_dir), str(tmp_path / "missing"), "--out", str(tmp_path / "back"),
+                                 "--half"]) == 0
+    shipped = tmp_path / "shipped"
+    assert ship_weights.main([str(tmp_path / "back" / "static-run"), "--model", "dynconv_cifar_tiny_static",
+                              "--record", "examples/cifar10/records/cpu-equal-budget/timing-static",
+                              "--data-dir", str(fake_cifar_root), "--out-dir", str(shipped)]) == 0
+    path = shipped / "dynconv_cifar_tiny_static.cpu_cifar10local.safetensors"
+    metadata = read_metadata(path)
+    assert metadata["recipe"]["block"] == "static" and metadata["check"]["images"] == 2000
+    model = timm.create_model("dynconv_cifar_tiny_static", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    from cifar10_recipe.data import load_cifar10
+
+    data = load_cifar10(str(fake_cifar_root))
+    assert count_correct(model, *check_part(data.test_images, data.test_labels)) == metadata["check"]["correct"]

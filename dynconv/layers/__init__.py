@@ -4,11 +4,12 @@ from .create_block import BLOCK_KINDS, create_block
 from .dy_conv import DyConv2d
 from .dynamic_block import DynamicBlock, mix_branches
 from .kernel_mixing import ExpertConv2d, MixedKernelConv2d, mixed_kernel_conv2d, per_sample_conv2d
+from .kernel_mixing_block import KernelMixingBlock
 from .od_conv import ODConv2d, OmniAttention
 from .routing import Router, RoutingHead
 
 __all__ = [
-    "BLOCK_KINDS", "CondConv2d", "DyConv2d", "DynamicBlock", "ExpertConv2d", "MixedKernelConv2d", "ODConv2d",
-    "OmniAttention", "Router", "RoutingHead", "create_block", "mix_branches", "mixed_kernel_conv2d",
+    "BLOCK_KINDS", "CondConv2d", "DyConv2d", "DynamicBlock", "ExpertConv2d", "KernelMixingBlock", "MixedKernelConv2d",
+    "ODConv2d", "OmniAttention", "Router", "RoutingHead", "create_block", "mix_branches", "mixed_kernel_conv2d",
     "per_sample_conv2d",
 ]

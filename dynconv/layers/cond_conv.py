@@ -20,7 +20,7 @@ class CondConv2d(MixedKernelConv2d):
         out_channels: Output channels C_out.
         kernel_size: Kernel size (odd).
         stride: Stride.
-        padding: Zero padding; ``None`` gives ``kernel_size // 2``.
+        padding: Zero padding; ``None`` gives "same" padding, ``dilation * (kernel_size - 1) // 2``.
         dilation: Kernel dilation.
         groups: Channel groups.
         bias: Learn one bias per expert.

@@ -1,5 +1,4 @@
 """Factory that picks a block implementation from a name, so model configs name block kinds as data."""
-from collections import OrderedDict
 from typing import Dict, Sequence, Tuple, Type, Union
 
 from timm.layers import ConvNormAct, get_norm_act_layer
@@ -9,6 +8,7 @@ from ._checks import check_positive_int, per_branch_kernel_sizes
 from .cond_conv import CondConv2d
 from .dy_conv import DyConv2d
 from .dynamic_block import DynamicBlock
+from .kernel_mixing_block import KernelMixingBlock
 from .od_conv import ODConv2d
 
 KERNEL_MIXING_LAYERS: Dict[str, Type[nn.Module]] = {"condconv": CondConv2d, "dyconv": DyConv2d, "odconv": ODConv2d}
@@ -72,7 +72,7 @@ def create_block(
             raise ValueError(f"routing_hidden applies to 'branch' blocks only, not to {kind!r}")
         conv = KERNEL_MIXING_LAYERS[kind](in_channels, out_channels, sizes[0], stride, num_experts=num_convs,
                                           **kwargs)
-        return nn.Sequential(OrderedDict(conv=conv, bn=get_norm_act_layer(norm_layer, act_layer)(out_channels)))
+        return KernelMixingBlock(conv, get_norm_act_layer(norm_layer, act_layer)(out_channels))
     return ConvNormAct(
         in_channels, out_channels, sizes[0], stride=stride, padding=sizes[0] // 2,
         act_layer=act_layer, norm_layer=norm_layer)

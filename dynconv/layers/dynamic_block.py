@@ -197,6 +197,12 @@ class DynamicBlock(nn.Module):
         self.conv.bias = nn.Parameter(bias.to(weight.dtype))
         self.bn = nn.Identity()
 
+    def train(self, mode: bool = True) -> "DynamicBlock":
+        if mode and self.is_fused:
+            raise RuntimeError("this block's BatchNorm was folded for inference (reparameterize), so it cannot train; "
+                               "train the model before reparameterizing it")
+        return super().train(mode)
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, num_convs={self.num_convs}, "
                 f"kernel_sizes={self.kernel_sizes}, stride={self.stride}, padding={self.padding}")

@@ -24,6 +24,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from timm.layers import get_padding
 from torch import nn
 
 from ._checks import check_input, check_positive_int
@@ -170,7 +171,7 @@ class ExpertConv2d(nn.Module):
         out_channels: Output channels C_out.
         kernel_size: Kernel size k.
         stride: Stride.
-        padding: Zero padding; ``None`` gives ``k // 2``.
+        padding: Zero padding; ``None`` gives "same" padding, ``dilation * (k - 1) // 2``.
         dilation: Kernel dilation.
         groups: Channel groups.
         bias: Learn one bias per expert.
@@ -192,7 +193,7 @@ class ExpertConv2d(nn.Module):
         supported, reason = modes
         if mode not in supported:
             raise ValueError(f"{type(self).__name__} mode must be one of {supported}, got {mode!r}{reason}")
-        padding = kernel_size // 2 if padding is None else padding
+        padding = get_padding(kernel_size, dilation=dilation) if padding is None else padding
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -203,7 +204,32 @@ class ExpertConv2d(nn.Module):
         # stored flat, (K, C_out * C_in / groups * k * k): a 5-d parameter would break model.to(channels_last)
         self.weight = nn.Parameter(torch.empty(num_experts, out_channels * in_channels // groups * kernel_size ** 2))
         self.bias = nn.Parameter(torch.empty(num_experts, out_channels)) if bias else None
+        # a per-channel constant added after the mix: absent until a following BatchNorm is folded in
+        self.register_parameter("shift", None)
         init_experts_(self.experts, self.bias)
+
+    @torch.no_grad()
+    def fold_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Make this layer compute ``scale * self(x) + shift`` per output channel (folding a following BatchNorm).
+
+        Exact for every family: the scale multiplies each expert kernel (and bias), since the output is linear in
+        the mixed kernel and the attentions multiply it per sample; the shift does not depend on the routing.
+
+        Shape:
+            - scale, shift: (C_out,)
+        """
+        if scale.shape != (self.out_channels,) or shift.shape != (self.out_channels,):
+            raise ValueError(f"scale and shift must have shape ({self.out_channels},), got {tuple(scale.shape)} and "
+                             f"{tuple(shift.shape)}")
+        self.experts.mul_(scale.view(1, -1, 1, 1, 1).to(self.weight.dtype))
+        if self.bias is not None:
+            self.bias.mul_(scale.to(self.bias.dtype))
+        folded_shift = shift if self.shift is None else self.shift * scale + shift
+        self.shift = nn.Parameter(folded_shift.to(self.weight.dtype))
+
+    def add_shift(self, out: torch.Tensor) -> torch.Tensor:
+        """``out`` plus the folded per-channel shift, if there is one."""
+        return out if self.shift is None else out + self.shift.view(1, -1, 1, 1).to(out.dtype)
 
     @property
     def experts(self) -> torch.Tensor:
@@ -232,7 +258,7 @@ class MixedKernelConv2d(ExpertConv2d):
         out_channels: Output channels C_out.
         kernel_size: Kernel size k (odd).
         stride: Stride.
-        padding: Zero padding; ``None`` gives ``k // 2``.
+        padding: Zero padding; ``None`` gives "same" padding, ``dilation * (k - 1) // 2``.
         dilation: Kernel dilation.
         groups: Channel groups.
         bias: Learn one bias per expert (mixed like the kernels).
@@ -255,5 +281,5 @@ class MixedKernelConv2d(ExpertConv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels)
         # mixed_kernel_conv2d resolves "auto" itself
-        return mixed_kernel_conv2d(x, self.routing(x), self.experts, self.bias, self.stride, self.padding,
-                                   self.dilation, self.groups, self.mode)
+        return self.add_shift(mixed_kernel_conv2d(x, self.routing(x), self.experts, self.bias, self.stride,
+                                                  self.padding, self.dilation, self.groups, self.mode))

@@ -72,7 +72,7 @@ class ODConv2d(ExpertConv2d):
         out_channels: Output channels C_out.
         kernel_size: Kernel size k (odd).
         stride: Stride.
-        padding: Zero padding; ``None`` gives ``k // 2``.
+        padding: Zero padding; ``None`` gives "same" padding, ``dilation * (k - 1) // 2``.
         dilation: Kernel dilation.
         groups: Channel groups.
         num_experts: Number of kernels K (the paper uses 1 or 4).
@@ -112,4 +112,4 @@ class ODConv2d(ExpertConv2d):
         x = x * channel[:, :, None, None].to(x.dtype)
         out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups,
                                 self.resolve_mode(x, linear_mix=False))
-        return out * filters[:, :, None, None].to(out.dtype)
+        return self.add_shift(out * filters[:, :, None, None].to(out.dtype))

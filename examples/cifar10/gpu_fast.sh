@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fast preset on a lent GPU: RUNS seeds one after another (the first pays for torch.compile; the reported
 # training time is the median), then the table of mean and std with and without test-time augmentation. Writes
-# $NAME.json (default fast.json) under $OUT (else runs/gpu/).
+# $NAME.json (default fast.json) under $OUT (else runs/gpu/), and the first seed's weights under $OUT/weights/$NAME/.
 #   RUNS=5  NAME=fast  DEVICE=cuda  EXTRA_ARGS=""   (environment overrides)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -13,3 +13,6 @@ mkdir -p "$out" && rm -rf "$runs"
 "$PYTHON" examples/cifar10/train.py --preset fast --device "${DEVICE:-cuda}" --runs "${RUNS:-5}" --progress off \
   --out "$runs" ${EXTRA_ARGS:-} 2>&1
 cp "$runs/runs.json" "$out/$name.json" 2>/dev/null || echo "$name: no runs.json (the runs did not finish)"
+# the first seed's final weights (float16) and records under $OUT/weights/$NAME/, for ship_weights.py
+first=$(ls -d "$runs"/seed* 2>/dev/null | head -1)
+[[ -n $first ]] && "$PYTHON" examples/cifar10/collect_weights.py "$first" --out "$out/weights/$name" --half

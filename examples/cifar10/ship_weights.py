@@ -33,6 +33,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--tag", default=DEFAULT_TAG, help=f"pretrained tag (default {DEFAULT_TAG})")
     parser.add_argument("--record", type=Path, required=True, help="the committed record folder of this run")
     parser.add_argument("--data-dir", help="CIFAR-10 root (default: $CIFAR10_ROOT, else ./data)")
+    parser.add_argument("--out-dir", type=Path, default=PRETRAINED_DIR, help="where to write (default: the package)")
     args = parser.parse_args(argv)
 
     summary = json.loads((args.run_dir / "summary.json").read_text())
@@ -59,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "check": {"part": f"test images [::{CHECK_STRIDE}]", "images": len(part_labels), "correct": part_correct,
                   "precision": "float32, eval mode, no test-time augmentation"},
     }
-    out = PRETRAINED_DIR / f"{args.model}.{args.tag}.safetensors"
+    out = args.out_dir / f"{args.model}.{args.tag}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(out), metadata={key: json.dumps(value) for key, value in metadata.items()})

@@ -92,7 +92,8 @@ def resolve_device(name: str) -> torch.device:
 
 def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
     """Whether the run computes in bf16: ``--amp auto`` picks it on CUDA and on CPUs with native bf16 (AVX-512 BF16
-    or AMX); elsewhere bf16 is emulated and, measured on a 2-core AVX2 EPYC, 8-10x slower than float32."""
+    or AMX); elsewhere bf16 is emulated and, measured on a 2-core AVX2 EPYC, 8-11x slower than float32
+    (``benchmarks/results/cpu_precision.json``)."""
     if config.amp != "auto":
         return config.amp == "bf16"
     return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())

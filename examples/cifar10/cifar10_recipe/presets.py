@@ -33,7 +33,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         schedule="linear", warmup_epochs=1.0,
         label_smoothing=0.2,
         channels_last=True,
-        amp="auto",                # bf16 where the CPU has it natively, else float32 (emulated bf16 is 8-10x slower)
+        amp="auto",                # bf16 where the CPU has it natively, else float32 (emulated bf16 is 8-11x slower)
         tta=1,
     ),
     "fast": dict(

@@ -1,0 +1,71 @@
+"""A kernel-mixing convolution followed by normalisation and activation: the CondConv / DyConv / ODConv block.
+
+For inference its BatchNorm folds into the expert kernels and one per-channel shift
+(:meth:`KernelMixingBlock.reparameterize`), exactly: the output of every family is linear in the mixed kernel, and
+its attentions multiply per sample and channel, so a per-channel scale moves into every expert.
+"""
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .kernel_mixing import ExpertConv2d
+
+
+class KernelMixingBlock(nn.Sequential):
+    """``conv`` (an :class:`~dynconv.layers.ExpertConv2d`) then ``bn`` (a norm-act layer, e.g. timm's
+    ``BatchNormAct2d``).
+
+    Args:
+        conv: The kernel-mixing convolution.
+        norm_act: Normalisation and activation after it.
+
+    Shape:
+        - Input: (B, C_in, H, W)
+        - Output: (B, C_out, H', W')
+
+    Example:
+        >>> from timm.layers import BatchNormAct2d
+        >>> from dynconv import CondConv2d
+        >>> block = KernelMixingBlock(CondConv2d(8, 16, num_experts=2), BatchNormAct2d(16)).eval()
+        >>> x = torch.randn(2, 8, 6, 6)
+        >>> before = block(x)
+        >>> block.reparameterize()
+        >>> torch.allclose(block(x), before, atol=1e-5), block.is_fused
+        (True, True)
+    """
+
+    def __init__(self, conv: ExpertConv2d, norm_act: nn.Module):
+        super().__init__(OrderedDict(conv=conv, bn=norm_act))
+
+    @property
+    def is_fused(self) -> bool:
+        """True once :meth:`reparameterize` has folded the BatchNorm into the convolution."""
+        return not isinstance(self.bn, nn.modules.batchnorm._BatchNorm)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the BatchNorm's running statistics and affine parameters into the experts and a shift, in place.
+
+        For inference only: eval-mode outputs are unchanged (up to float rounding), and the block then refuses to
+        train. ``timm.utils.reparameterize_model(model)`` calls this on every block of a model.
+        """
+        if self.is_fused:
+            return
+        bn = self.bn
+        if not bn.track_running_stats:
+            raise ValueError("reparameterize needs a BatchNorm with running statistics")
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.affine:
+            scale = scale * bn.weight
+            shift = shift * bn.weight + bn.bias
+        self.conv.fold_affine(scale, shift)
+        # what came after the normalisation in the norm-act layer (timm's BatchNormAct2d: drop, then act)
+        self.bn = nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
+
+    def train(self, mode: bool = True) -> "KernelMixingBlock":
+        if mode and self.is_fused:
+            raise RuntimeError("this block's BatchNorm was folded for inference (reparameterize), so it cannot train; "
+                               "train the model before reparameterizing it")
+        return super().train(mode)
