@@ -95,6 +95,7 @@ def test_state_dict_round_trip(name):
 def test_compiled_output_equals_eager(name):
     model = timm.create_model(name).eval()
     x = _input(model)
+    torch._dynamo.reset()  # each model's modules are new guards on shared code: start every model from an empty cache
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
@@ -145,3 +146,54 @@ def test_grad_checkpointing_gives_the_same_gradients(name):
     model(x).sum().backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_intermediates_follow_timm_semantics(name):
+    model = timm.create_model(name).eval()
+    x = _input(model)
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x)
+        torch.testing.assert_close(final, model.forward_features(x))
+        assert [t.shape[1] for t in intermediates] == [info["num_chs"] for info in model.feature_info]
+        assert [x.shape[-1] // t.shape[-1] for t in intermediates] == [
+            info["reduction"] for info in model.feature_info] or model.cfg.stem == "patch"
+        last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert len(last_two) == 2 and torch.equal(last_two[-1], intermediates[-1])
+        first, only_first = model.forward_intermediates(x, indices=[0], stop_early=True)
+        assert torch.equal(first, intermediates[0]) and torch.equal(only_first[0], intermediates[0])
+    with pytest.raises(ValueError, match="NCHW"):
+        model.forward_intermediates(x, output_fmt="NHWC")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_prune_intermediate_layers_keeps_what_is_asked(name):
+    model = timm.create_model(name).eval()
+    x = _input(model)
+    with torch.no_grad():
+        expected = model.forward_intermediates(x, indices=[0], intermediates_only=True)
+        assert model.prune_intermediate_layers([0]) == [0]
+        assert len(model.stages) == 1 and model.num_classes == 0
+        assert model.num_features == model.feature_info[0]["num_chs"]
+        torch.testing.assert_close(model.forward_intermediates(x, indices=[0], intermediates_only=True), expected)
+        assert model(x).shape == expected[0].shape  # no head left: the unpooled features
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_fx_feature_extraction_equals_forward_intermediates(name):
+    from timm.models import FeatureGraphNet
+
+    model = timm.create_model(name).eval()
+    # what timm.create_model(name, features_only=True, feature_cls="fx") builds, around this model's weights
+    extractor = FeatureGraphNet(model, out_indices=tuple(range(len(model.feature_info)))).eval()
+    x = _input(model)
+    with torch.no_grad():
+        expected = model.forward_intermediates(x, intermediates_only=True)
+        for got, want in zip(extractor(x), expected, strict=True):
+            torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_pool_size_is_the_final_feature_map(name):
+    model = timm.create_model(name).eval()
+    assert tuple(model.forward_features(_input(model)).shape[-2:]) == model.pretrained_cfg["pool_size"]

@@ -6,6 +6,7 @@ expected, so a user can act on it without reading our code.
 from typing import Sequence, Tuple, Union
 
 import torch
+from timm.layers import register_notrace_function
 
 
 def check_positive_int(name: str, value: int) -> int:
@@ -40,6 +41,7 @@ def per_branch_kernel_sizes(kernel_size: Union[int, Sequence[int]], num_convs: i
     return sizes
 
 
+@register_notrace_function  # a leaf in torch.fx graphs: its Python branch on the shape cannot be traced
 def check_input(x: torch.Tensor, in_channels: int) -> None:
     """Raise ``ValueError`` unless ``x`` is a (B, in_channels, H, W) tensor."""
     if x.ndim != 4 or x.shape[1] != in_channels:

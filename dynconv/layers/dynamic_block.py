@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import create_act_layer
+from timm.layers import create_act_layer, register_notrace_module
 from torch import nn
 
 from ._checks import check_input, check_positive_int, per_branch_kernel_sizes
@@ -64,6 +64,7 @@ def mix_branches(branches: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return mixed
 
 
+@register_notrace_module  # a leaf for torch.fx feature extraction: its mixing branches on memory layout
 class DynamicBlock(nn.Module):
     """K Conv-Norm-Act branches mixed per sample by a routing head (output mixing), computed as one wide conv.
 

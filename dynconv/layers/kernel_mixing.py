@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import get_padding
+from timm.layers import get_padding, register_notrace_module
 from torch import nn
 
 from ._checks import check_input, check_positive_int
@@ -163,6 +163,7 @@ def init_experts_(experts: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
             bias.uniform_(-bound, bound)
 
 
+@register_notrace_module  # a leaf for torch.fx feature extraction: the per-sample form is chosen from shapes
 class ExpertConv2d(nn.Module):
     """K expert kernels of one convolution geometry, stored flat; subclasses make each sample's kernel from them.
 

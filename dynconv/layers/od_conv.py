@@ -14,7 +14,7 @@ original attention has a BatchNorm after its first layer; we leave it out, so ba
 from typing import Optional, Tuple
 
 import torch
-from einops.layers.torch import Reduce
+from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
 from ._checks import check_input
@@ -43,7 +43,8 @@ class OmniAttention(Router):
                  reduction: float = 0.0625, min_hidden: int = 16, temperature: float = 1.0):
         super().__init__(temperature)
         hidden = max(int(in_channels * reduction), min_hidden)
-        self.pool = Reduce("b c h w -> b c", "mean")
+        # timm's pooling rather than einops' Reduce, which torch.fx cannot trace (it indexes by input.ndim)
+        self.pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
         self.fc = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True))
         self.channel = nn.Linear(hidden, in_channels)
         self.filter = nn.Linear(hidden, out_channels)

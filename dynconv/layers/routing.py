@@ -11,7 +11,7 @@ There is deliberately no BatchNorm in the head: a BatchNorm over the pooled (B, 
 from typing import Optional, Type
 
 import torch
-from einops.layers.torch import Reduce
+from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
 from ._checks import check_positive_float, check_positive_int
@@ -91,7 +91,8 @@ class RoutingHead(Router):
             raise ValueError(f"gate must be one of {_GATES}, got {gate!r}")
         self.num_experts = num_experts
         self.gate = gate
-        self.pool = Reduce("b c h w -> b c", "mean")
+        # timm's pooling rather than einops' Reduce, which torch.fx cannot trace (it indexes by input.ndim)
+        self.pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
         if hidden_channels is None:
             self.hidden = nn.Identity()
             fc_in = in_channels

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from timm.layers import ConvNormAct, create_act_layer
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from ..layers import BLOCK_KINDS, create_block
@@ -237,6 +238,63 @@ class DynConvNet(nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
 
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward through the segments, returning the outputs of the segments named by ``indices`` (timm's
+        semantics: an int takes the last n, a list those indices, None all; one index per segment).
+
+        Args:
+            x: Input images (B, in_chans, H, W).
+            indices: Which segments' outputs to return.
+            norm: Accepted for timm's interface; the model has no final norm, so it changes nothing.
+            stop_early: Stop after the last segment asked for (the returned final features are then that segment's).
+            output_fmt: ``"NCHW"`` only.
+            intermediates_only: Return only the list of intermediates.
+
+        Returns:
+            The final features and the list of intermediates, or only the list.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        check_input(x, self.in_chans)
+        x = self.stem(x)
+        stages = self.stages[:max_index + 1] if stop_early else self.stages
+        intermediates = []
+        for index, stage in enumerate(stages):
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+            if index in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the segments after the last one ``indices`` asks for (and the classifier), so that the model
+        computes only what :meth:`forward_intermediates` needs. Returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if max_index + 1 < len(self.feature_info):
+            # the features now end at the last kept segment; the head was sized for the final ones, so it goes too
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+            prune_head = True
+        self.feature_info = self.feature_info[:max_index + 1]
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, num_features, H / r, W / r), r the final reduction."""
         check_input(x, self.in_chans)
@@ -251,6 +309,17 @@ class DynConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def _pool_size(cfg: DynConvNetCfg, image_size: int) -> Tuple[int, int]:
+    """Spatial size of the final feature map for a square input (what the head pools over)."""
+    size = image_size
+    if cfg.stem_width and cfg.stem == "patch":
+        size = size - cfg.stem_kernel_size + 1
+    for index in range(len(cfg.widths)):
+        if cfg.downsample == "conv_pool" or index > 0:
+            size = size // 2 if cfg.downsample != "stride" else (size + 1) // 2
+    return (size, size)
 
 
 def _first_conv(cfg: DynConvNetCfg) -> str:
@@ -310,7 +379,7 @@ def _pretrained_file(name: str, tag: str) -> str:
 def _cfg(variant: str, **kwargs) -> Dict[str, Any]:
     cfg = MODEL_CFGS[variant]
     return {
-        "num_classes": 10, "input_size": (3, 32, 32), "pool_size": None, "crop_pct": 1.0,
+        "num_classes": 10, "input_size": (3, 32, 32), "pool_size": _pool_size(cfg, 32), "crop_pct": 1.0,
         "interpolation": "bilinear", "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
         "first_conv": _first_conv(cfg), "classifier": "head.fc.fc2" if cfg.head == "mlp" else "head.fc",
         "license": "mit", **kwargs,

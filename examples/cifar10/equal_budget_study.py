@@ -174,7 +174,8 @@ def plot(records: Path, path: Path) -> None:
         axis.plot(minutes, [100 * row["test_acc"] for row in rows], marker=".", color=colours[family],
                   alpha=0.9 if run_dir.name.endswith("s0") else 0.5, label=run_dir.name)
     budget = BUDGET_EPOCHS * per_epoch[BUDGET_FAMILY] / 60
-    axis.axvline(budget, color="grey", linestyle="--", linewidth=1)
+    axis.axvline(budget, color="grey", linestyle="--", linewidth=1,
+                 label=f"budget: {BUDGET_FAMILY}, {BUDGET_EPOCHS} epochs")
     axis.set_xlabel("wall time (minutes; epochs x seconds per epoch timed alone on the 2-core CPU)")
     axis.set_ylabel("test accuracy (%)")
     axis.set_ylim(60, None)
