@@ -71,7 +71,7 @@ def plot(result: Dict[str, Any], path: Path, title: str) -> None:
     columns = len(blocks) + 1
     figure, axes = plt.subplots(1, columns, figsize=(2.2 * columns + 1, 4.2))
     for axis, (name, stats) in zip(axes, blocks.items(), strict=False):
-        image = axis.imshow(torch.tensor(stats["class_mean_weight"]), aspect="auto", cmap="viridis", vmin=0)
+        image = axis.imshow(torch.tensor(stats["class_mean_weight"]).numpy(), aspect="auto", cmap="viridis", vmin=0)
         axis.set_title(f"{name}\nH={stats['normalised_entropy']:.2f} TV={stats['variation']:.2f}", fontsize=8)
         axis.set_xlabel("branch")
         axis.set_xticks(range(stats["num_experts"]))
