@@ -211,3 +211,11 @@ def test_default_padding_keeps_the_size_with_dilation(layer):
     conv = layer(4, 6, 3, dilation=2, num_experts=2)
     assert conv.padding == (2, 2)
     assert conv(torch.randn(2, 4, 9, 9)).shape == (2, 6, 9, 9)
+
+
+def test_a_block_with_another_norm_trains_and_refuses_to_fold():
+    block = KernelMixingBlock(CondConv2d(4, 8, num_experts=2), nn.GroupNorm(2, 8)).train()
+    block(torch.randn(2, 4, 5, 5)).sum().backward()
+    with pytest.raises(ValueError, match="needs a BatchNorm"):
+        block.reparameterize()
+

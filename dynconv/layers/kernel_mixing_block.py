@@ -37,11 +37,8 @@ class KernelMixingBlock(nn.Sequential):
 
     def __init__(self, conv: ExpertConv2d, norm_act: nn.Module):
         super().__init__(OrderedDict(conv=conv, bn=norm_act))
-
-    @property
-    def is_fused(self) -> bool:
-        """True once :meth:`reparameterize` has folded the BatchNorm into the convolution."""
-        return not isinstance(self.bn, nn.modules.batchnorm._BatchNorm)
+        #: True once :meth:`reparameterize` has folded the BatchNorm into the convolution.
+        self.is_fused = False
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -53,8 +50,8 @@ class KernelMixingBlock(nn.Sequential):
         if self.is_fused:
             return
         bn = self.bn
-        if not bn.track_running_stats:
-            raise ValueError("reparameterize needs a BatchNorm with running statistics")
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not bn.track_running_stats:
+            raise ValueError(f"reparameterize needs a BatchNorm with running statistics, got {type(bn).__name__}")
         scale = torch.rsqrt(bn.running_var + bn.eps)
         shift = -bn.running_mean * scale
         if bn.affine:
@@ -63,6 +60,7 @@ class KernelMixingBlock(nn.Sequential):
         self.conv.fold_affine(scale, shift)
         # what came after the normalisation in the norm-act layer (timm's BatchNormAct2d: drop, then act)
         self.bn = nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
+        self.is_fused = True
 
     def train(self, mode: bool = True) -> "KernelMixingBlock":
         if mode and self.is_fused:
