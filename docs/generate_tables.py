@@ -86,7 +86,9 @@ def results_table() -> str:
         spread = f" +- {100 * r['test_acc_std']:.2f}" if r["runs"] > 1 else ""
         tta = f"{100 * r['test_acc_tta_mean']:.2f}%" if r.get("test_acc_tta_mean") is not None else "-"
         rows.append([f"``{r['model']}``", r["preset"], str(r["runs"]), str(r["epochs"]),
-                     f"{100 * r['test_acc_mean']:.2f}%{spread}", tta, f"{r['wall_s']:.0f} s", r["hardware"],
+                     f"{100 * r['test_acc_mean']:.2f}%{spread}", tta,
+                     f"{r['wall_s']:.0f} s" if r.get("wall_s") is not None else "not comparable (shared machine)",
+                     r["hardware"],
                      r["torch"], r["data"], f"``{r['command']}``"])
     if not rows:
         return "No recorded run yet.\n"
