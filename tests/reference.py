@@ -45,3 +45,18 @@ class NaiveDynamicBlock(nn.Module):
             branch[1].running_mean.copy_(bn.running_mean[channels])
             branch[1].running_var.copy_(bn.running_var[channels])
         return naive
+
+
+@torch.no_grad()
+def randomize_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm of ``model`` non-trivial running statistics and affine parameters (so that folding them
+    is really tested), and put the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.3)
+            module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.5)
+    return model.eval()
+

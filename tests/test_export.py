@@ -15,24 +15,14 @@ from dynconv import DynConvNet, DynConvNetCfg
 from dynconv.export import export_onnx, export_program
 from dynconv.layers import BLOCK_KINDS
 
+from reference import randomize_batchnorms
+
 onnxruntime = pytest.importorskip("onnxruntime")
 
 MODEL_NAMES = timm.list_models("dynconv*")
 BATCHES = (1, 3, 64)
 # float32 through different kernels (oneDNN vs onnxruntime's MLAS), relative to the logits' scale
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
-
-
-def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
-    """Give every BatchNorm non-trivial running statistics and affine parameters, so folding them is tested."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-    return model.eval()
 
 
 def _onnx_outputs(path, inputs):
@@ -50,12 +40,12 @@ def _small_model(kind: str) -> DynConvNet:
                         stem_width=8, head="linear", drop_rate=0.0)
     model = DynConvNet(cfg)
     model.pretrained_cfg = {"input_size": (3, 16, 16)}
-    return _trained_like(model)
+    return randomize_batchnorms(model)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_onnx_export_has_a_dynamic_batch_and_matches_eager(name, tmp_path):
-    model = _trained_like(timm.create_model(name))
+    model = randomize_batchnorms(timm.create_model(name))
     path = export_onnx(model, tmp_path / f"{name}.onnx")
     inputs = _inputs(model, seed=1)
     with torch.no_grad():
@@ -79,7 +69,7 @@ def test_every_block_family_exports_to_onnx(kind, reparameterize, tmp_path):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_torch_export_has_a_dynamic_batch_and_matches_eager(name):
-    model = _trained_like(timm.create_model(name))
+    model = randomize_batchnorms(timm.create_model(name))
     program = export_program(model).module()
     with torch.no_grad():
         for x in _inputs(model, seed=3):
@@ -111,7 +101,7 @@ def test_grouped_mode_is_replaced_while_exporting():
         if hasattr(module, "mode"):
             module.mode = "grouped"
     model.pretrained_cfg = {"input_size": (3, 8, 8)}
-    model = _trained_like(model)
+    model = randomize_batchnorms(model)
     program = export_program(model).module()
     with torch.no_grad():
         for x in _inputs(model, seed=5):

@@ -11,6 +11,8 @@ from dynconv import CondConv2d, DyConv2d, DynamicBlock, ODConv2d, create_block, 
 from dynconv.layers import KernelMixingBlock, MixedKernelConv2d
 from dynconv.layers.kernel_mixing import GROUPED_MIN_PIXELS_CPU, select_mode
 
+from reference import randomize_batchnorms
+
 # (in_channels, out_channels, kernel_size, stride, groups, batch, size)
 SHAPES = [
     (4, 6, 3, 1, 1, 3, 9),
@@ -157,17 +159,6 @@ def test_layers_reject_bad_arguments():
         DyConv2d(4, 6)(torch.randn(2, 5, 8, 8))
 
 
-def _with_running_statistics(block):
-    """Non-trivial BatchNorm statistics and affine parameters, so folding them is really tested."""
-    generator = torch.Generator().manual_seed(1)
-    bn = block.bn
-    bn.running_mean.copy_(torch.randn(bn.num_features, generator=generator))
-    bn.running_var.copy_(torch.rand(bn.num_features, generator=generator) + 0.3)
-    bn.weight.data.copy_(torch.randn(bn.num_features, generator=generator))
-    bn.bias.data.copy_(torch.randn(bn.num_features, generator=generator))
-    return block.eval()
-
-
 @pytest.mark.parametrize("kind", ["condconv", "dyconv", "odconv"])
 @pytest.mark.parametrize("stride, groups", [(1, 1), (2, 2)])
 def test_kernel_mixing_blocks_fold_their_batchnorm_exactly(kind, stride, groups):
@@ -175,7 +166,7 @@ def test_kernel_mixing_blocks_fold_their_batchnorm_exactly(kind, stride, groups)
     kwargs = {} if kind == "odconv" else {"bias": True}
     conv = {"condconv": CondConv2d, "dyconv": DyConv2d, "odconv": ODConv2d}[kind](
         8, 12, 3, stride, groups=groups, num_experts=3, **kwargs)
-    block = _with_running_statistics(KernelMixingBlock(conv, BatchNormAct2d(12, act_layer="gelu")))
+    block = randomize_batchnorms(KernelMixingBlock(conv, BatchNormAct2d(12, act_layer="gelu")), seed=1)
     x = torch.randn(5, 8, 9, 9)
     with torch.no_grad():
         before = block(x)
@@ -188,10 +179,7 @@ def test_kernel_mixing_blocks_fold_their_batchnorm_exactly(kind, stride, groups)
 
 @pytest.mark.parametrize("kind", ["branch", "condconv", "dyconv", "odconv"])
 def test_reparameterize_model_folds_every_family_and_the_folded_model_refuses_to_train(kind):
-    model = timm.create_model("dynconv_cifar_tiny", block=kind).eval()
-    for module in model.modules():
-        if isinstance(module, (KernelMixingBlock, DynamicBlock)):
-            _with_running_statistics(module)
+    model = randomize_batchnorms(timm.create_model("dynconv_cifar_tiny", block=kind), seed=1)
     x = torch.randn(3, 3, 32, 32)
     folded = reparameterize_model(model)
     assert all(block.is_fused for block in folded.modules() if isinstance(block, (KernelMixingBlock, DynamicBlock)))

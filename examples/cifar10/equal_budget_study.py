@@ -19,11 +19,12 @@ import argparse
 import json
 import math
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from cifar10_recipe.report import spread
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECORDS = HERE / "records" / "cpu-equal-budget"
@@ -111,13 +112,6 @@ def planned_runs(records: Path) -> List[tuple]:
     return runs
 
 
-def summarise(values: List[float]) -> Optional[Dict[str, Any]]:
-    if not values:
-        return None
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values), "values": values}
-
-
 def collect(records: Path) -> Dict[str, Any]:
     """The study's results from its records: per family, equal-epoch and equal-time accuracy over seeds."""
     per_epoch = seconds_per_epoch(records)
@@ -128,9 +122,8 @@ def collect(records: Path) -> Dict[str, Any]:
                                  "equal_time_epochs": time_epochs.get(family)}
         for budget, epochs in (("equal_epochs", BUDGET_EPOCHS), ("equal_time", time_epochs.get(family))):
             summaries = [read_json(path) for path in sorted(records.glob(f"{family}-e{epochs}-s*/summary.json"))]
-            entry[budget] = {"epochs": epochs, "test_acc": summarise([s["test_acc"] for s in summaries]),
-                             "test_acc_tta": summarise([s["test_acc_tta"] for s in summaries]),
-                             "train_s": summarise([s["train_s"] for s in summaries]),
+            entry[budget] = {"epochs": epochs, "test_acc": spread(summaries, "test_acc"),
+                             "test_acc_tta": spread(summaries, "test_acc_tta"), "train_s": spread(summaries, "train_s"),
                              "commits": sorted({s.get("provenance", {}).get("commit") or "?" for s in summaries})}
         families[family] = entry
     return {"budget": {"family": BUDGET_FAMILY, "epochs": BUDGET_EPOCHS,
@@ -139,10 +132,12 @@ def collect(records: Path) -> Dict[str, Any]:
 
 
 def percent(stats: Optional[Dict[str, Any]]) -> str:
+    """``mean +- std (n=...)`` in percent, from :func:`cifar10_recipe.report.spread`."""
     if stats is None:
         return "not run yet"
-    spread = f" +- {100 * stats['std']:.2f}" if stats["n"] > 1 else ""
-    return f"{100 * stats['mean']:.2f}%{spread} (n={stats['n']})"
+    count = len(stats["values"])
+    deviation = f" +- {100 * stats['std']:.2f}" if count > 1 else ""
+    return f"{100 * stats['mean']:.2f}%{deviation} (n={count})"
 
 
 def markdown_table(results: Dict[str, Any]) -> str:

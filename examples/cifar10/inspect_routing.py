@@ -21,8 +21,7 @@ from dynconv import RoutingRecorder, routing_statistics
 
 from cifar10_recipe.checkpoint import MANIFEST, CheckpointError, load_weights
 from cifar10_recipe.data import CLASSES, DatasetError, load_cifar10
-
-EVAL_BATCH = 500
+from cifar10_recipe.shipping import normalised_batches
 
 
 def load_model(args: argparse.Namespace) -> torch.nn.Module:
@@ -47,11 +46,9 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
 def record_routing(model: torch.nn.Module, images: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Every block's (N, K) routing weights on uint8 ``images``, normalised with the model's pretrained cfg."""
     model.eval()
-    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(model.pretrained_cfg["std"]).view(1, -1, 1, 1)
     with RoutingRecorder(model) as recorder:
-        for start in range(0, len(images), EVAL_BATCH):
-            model((images[start:start + EVAL_BATCH].float() / 255 - mean) / std)
+        for batch in normalised_batches(model, images):
+            model(batch)
     return recorder.weights
 
 

@@ -7,7 +7,7 @@ package with ``timm.create_model(name, pretrained=True)``.
 """
 import json
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import torch
 from safetensors import safe_open
@@ -22,6 +22,14 @@ def check_part(images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor
     return images[::CHECK_STRIDE], labels[::CHECK_STRIDE]
 
 
+def normalised_batches(model: nn.Module, images: torch.Tensor) -> Iterator[torch.Tensor]:
+    """uint8 (N, C, H, W) images as float32 batches of ``EVAL_BATCH``, normalised with the model's pretrained cfg."""
+    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(model.pretrained_cfg["std"]).view(1, -1, 1, 1)
+    for start in range(0, len(images), EVAL_BATCH):
+        yield (images[start:start + EVAL_BATCH].float() / 255 - mean) / std
+
+
 @torch.no_grad()
 def count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> int:
     """Correct top-1 answers of ``model`` (eval mode, float32, normalised with its pretrained cfg) on uint8 images.
@@ -31,13 +39,8 @@ def count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
         - labels: (N,) int64
     """
     model.eval()
-    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(model.pretrained_cfg["std"]).view(1, -1, 1, 1)
-    correct = 0
-    for start in range(0, len(labels), EVAL_BATCH):
-        batch = (images[start:start + EVAL_BATCH].float() / 255 - mean) / std
-        correct += int((model(batch).argmax(dim=1) == labels[start:start + EVAL_BATCH]).sum())
-    return correct
+    predictions = torch.cat([model(batch).argmax(dim=1) for batch in normalised_batches(model, images)])
+    return int((predictions == labels).sum())
 
 
 def read_metadata(path: Path) -> Dict[str, Any]:
