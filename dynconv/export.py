@@ -13,7 +13,7 @@ import argparse
 import copy
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -27,13 +27,13 @@ _EXAMPLE_BATCH = 2
 _MAX_BATCH = 4096
 
 
-def _prepare(model: nn.Module, reparameterize: bool) -> nn.Module:
-    """An eval-mode copy of ``model`` (the caller's model is left as it was), BatchNorms folded if asked."""
+def _prepare(model: nn.Module, input_size: Optional[Sequence[int]], reparameterize: bool
+             ) -> Tuple[nn.Module, Tuple[torch.Tensor], Tuple[Dict[int, Any]]]:
+    """An eval-mode copy of ``model`` (the caller's model is left as it was, BatchNorms folded if asked), an example
+    input, and the dynamic batch dimension both exporters take."""
     model = copy.deepcopy(model).eval()
-    return reparameterize_model(model, inplace=True) if reparameterize else model
-
-
-def _example_input(model: nn.Module, input_size: Optional[Sequence[int]]) -> torch.Tensor:
+    if reparameterize:
+        reparameterize_model(model, inplace=True)
     if input_size is None:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         if "input_size" not in cfg:
@@ -42,7 +42,8 @@ def _example_input(model: nn.Module, input_size: Optional[Sequence[int]]) -> tor
     if len(input_size) != 3:
         raise ValueError(f"input_size must be (C, H, W), got {tuple(input_size)!r}")
     parameter = next(model.parameters(), None)
-    return torch.randn(_EXAMPLE_BATCH, *input_size, device=None if parameter is None else parameter.device)
+    example = torch.randn(_EXAMPLE_BATCH, *input_size, device=None if parameter is None else parameter.device)
+    return model, (example,), ({0: torch.export.Dim("batch", min=1, max=_MAX_BATCH)},)
 
 
 def export_program(model: nn.Module, *, input_size: Optional[Sequence[int]] = None,
@@ -63,10 +64,8 @@ def export_program(model: nn.Module, *, input_size: Optional[Sequence[int]] = No
         >>> program.module()(torch.randn(3, 3, 32, 32)).shape
         torch.Size([3, 10])
     """
-    model = _prepare(model, reparameterize)
-    example = _example_input(model, input_size)
-    batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
-    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    model, example, dynamic_shapes = _prepare(model, input_size, reparameterize)
+    return torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
 
 
 def export_onnx(model: nn.Module, path: Union[str, Path], *, input_size: Optional[Sequence[int]] = None,
@@ -89,10 +88,8 @@ def export_onnx(model: nn.Module, path: Union[str, Path], *, input_size: Optiona
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: the folder {path.parent} does not exist")
-    model = _prepare(model, reparameterize)
-    example = _example_input(model, input_size)
-    batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
-    program = torch.onnx.export(model, (example,), dynamic_shapes=({0: batch},), input_names=["images"],
+    model, example, dynamic_shapes = _prepare(model, input_size, reparameterize)
+    program = torch.onnx.export(model, example, dynamic_shapes=dynamic_shapes, input_names=["images"],
                                 output_names=["logits"], opset_version=opset_version, dynamo=True,
                                 external_data=False, verbose=False)
     program.save(str(path))
@@ -109,8 +106,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--num-classes", type=int, help="classifier size (default: the model's)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     args = parser.parse_args(argv)
-    import dynconv  # noqa: F401  (registers the models)
-
     if not timm.is_model(args.model):
         print(f"error: unknown model {args.model!r}; see timm.list_models('dynconv*')", file=sys.stderr)
         return 2
