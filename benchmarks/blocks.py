@@ -52,9 +52,9 @@ IMPLEMENTATIONS: Dict[str, Callable[[int, int, int], nn.Module]] = {
     "static": lambda i, o, k: conv_bn_relu(i, o),
     "timm_condconv": TimmCondConvBlock,
     # our kernel-mixing blocks (conv, BN, ReLU) with K experts, per-sample convolution mode "auto"
-    "condconv": lambda i, o, k: create_block("condconv", i, o, num_convs=k),
-    "dyconv": lambda i, o, k: create_block("dyconv", i, o, num_convs=k),
-    "odconv": lambda i, o, k: create_block("odconv", i, o, num_convs=k),
+    "condconv": lambda i, o, k: create_block("condconv", i, o, num_experts=k),
+    "dyconv": lambda i, o, k: create_block("dyconv", i, o, num_experts=k),
+    "odconv": lambda i, o, k: create_block("odconv", i, o, num_experts=k),
 }
 # fused_folded has no BatchNorm left to train: inference only
 INFERENCE_ONLY = {"fused_folded"}

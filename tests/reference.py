@@ -34,7 +34,7 @@ class NaiveDynamicBlock(nn.Module):
         naive = cls(block.in_channels, block.out_channels, block.kernel_sizes, block.stride)
         naive.routing_fc.load_state_dict(block.routing.fc.state_dict())
         max_kernel = max(block.kernel_sizes)
-        weight = block.branch_weight().view(block.num_convs, block.out_channels, block.in_channels, max_kernel, -1)
+        weight = block.branch_weight().view(block.num_experts, block.out_channels, block.in_channels, max_kernel, -1)
         bn = block.bn
         for k, (size, branch) in enumerate(zip(block.kernel_sizes, naive.branches, strict=True)):
             start = (max_kernel - size) // 2

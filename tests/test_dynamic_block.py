@@ -12,7 +12,7 @@ from dynconv.layers import DynamicBlock, mix_branches
 from reference import NaiveDynamicBlock
 
 CASES = [
-    # (in_channels, out_channels, num_convs, kernel_size, stride, batch, size)
+    # (in_channels, out_channels, num_experts, kernel_size, stride, batch, size)
     (3, 8, 2, 3, 1, 4, 16),
     (8, 16, 2, (3, 3), 2, 2, 15),
     (16, 8, 3, (1, 3, 5), 1, 3, 9),
@@ -33,9 +33,9 @@ def _perturb_bn(block: DynamicBlock, generator: torch.Generator) -> None:
 
 
 def _blocks(case, seed):
-    in_channels, out_channels, num_convs, kernel_size, stride, _, _ = case
+    in_channels, out_channels, num_experts, kernel_size, stride, _, _ = case
     torch.manual_seed(seed)
-    block = DynamicBlock(in_channels, out_channels, num_convs, kernel_size, stride)
+    block = DynamicBlock(in_channels, out_channels, num_experts, kernel_size, stride)
     _perturb_bn(block, torch.Generator().manual_seed(seed))
     return block, NaiveDynamicBlock.from_fused(block)
 
@@ -95,7 +95,7 @@ def test_timm_reparameterize_model_fuses_every_block():
 
 def test_single_branch_equals_conv_bn_relu():
     torch.manual_seed(0)
-    block = DynamicBlock(6, 10, num_convs=1, kernel_size=3, stride=2)
+    block = DynamicBlock(6, 10, num_experts=1, kernel_size=3, stride=2)
     _perturb_bn(block, torch.Generator().manual_seed(0))
     static = nn.Sequential(nn.Conv2d(6, 10, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(10), nn.ReLU())
     static[0].weight.data.copy_(block.conv.weight)
@@ -108,7 +108,7 @@ def test_single_branch_equals_conv_bn_relu():
 
 def test_padded_kernel_corners_stay_zero_through_training():
     torch.manual_seed(0)
-    block = DynamicBlock(4, 6, num_convs=3, kernel_size=(1, 3, 5))
+    block = DynamicBlock(4, 6, num_experts=3, kernel_size=(1, 3, 5))
     optimizer = torch.optim.AdamW(block.parameters(), lr=0.1, weight_decay=0.1)
     for _ in range(3):
         optimizer.zero_grad()
@@ -122,7 +122,7 @@ def test_padded_kernel_corners_stay_zero_through_training():
 
 def test_branches_are_initialised_like_their_own_conv2d():
     torch.manual_seed(0)
-    block = DynamicBlock(64, 64, num_convs=2, kernel_size=(1, 5))
+    block = DynamicBlock(64, 64, num_experts=2, kernel_size=(1, 5))
     weight = block.conv.weight.view(2, 64, 64, 5, 5)
     # nn.Conv2d draws U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in * k * k
     assert weight[0, :, :, 2, 2].abs().max() <= 1 / 64 ** 0.5
@@ -143,7 +143,7 @@ def test_mix_branches_agrees_across_memory_formats(batch, channels, num_branches
 
 def test_channels_last_block_matches_contiguous():
     torch.manual_seed(0)
-    block = DynamicBlock(8, 12, num_convs=3, kernel_size=(1, 3, 3))
+    block = DynamicBlock(8, 12, num_experts=3, kernel_size=(1, 3, 3))
     x = torch.randn(4, 8, 10, 10)
     reference = copy.deepcopy(block)(x)
     block = block.to(memory_format=torch.channels_last)
@@ -154,7 +154,7 @@ def test_channels_last_block_matches_contiguous():
 
 def test_bf16_autocast_runs_and_stays_close():
     torch.manual_seed(0)
-    block = DynamicBlock(8, 8, num_convs=2)
+    block = DynamicBlock(8, 8, num_experts=2)
     x = torch.randn(2, 8, 8, 8)
     reference = block(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -165,7 +165,7 @@ def test_bf16_autocast_runs_and_stays_close():
 
 def test_batch_size_one_trains():
     torch.manual_seed(0)
-    block = DynamicBlock(3, 4, num_convs=2, routing_hidden=8)
+    block = DynamicBlock(3, 4, num_experts=2, rd_channels=8)
     out = block(torch.randn(1, 3, 6, 6))
     out.sum().backward()
     assert all(p.grad is not None for p in block.parameters())

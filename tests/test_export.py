@@ -13,7 +13,7 @@ import torch
 import dynconv  # noqa: F401  (registers the models)
 from dynconv import DynConvNet, DynConvNetCfg
 from dynconv.export import export_onnx, export_program
-from dynconv.layers import BLOCK_KINDS
+from dynconv.layers import block_kinds
 
 from reference import randomize_batchnorms
 
@@ -36,7 +36,7 @@ def _inputs(model, seed):
 
 
 def _small_model(kind: str) -> DynConvNet:
-    cfg = DynConvNetCfg(widths=(8, 16), depths=(1, 1), num_convs=3 if kind != "static" else 1, block=kind,
+    cfg = DynConvNetCfg(widths=(8, 16), depths=(1, 1), num_experts=3 if kind != "static" else 1, block=kind,
                         stem_width=8, head="linear", drop_rate=0.0)
     model = DynConvNet(cfg)
     model.pretrained_cfg = {"input_size": (3, 16, 16)}
@@ -55,7 +55,7 @@ def test_onnx_export_has_a_dynamic_batch_and_matches_eager(name, tmp_path):
         torch.testing.assert_close(got, want, **TOLERANCE)
 
 
-@pytest.mark.parametrize("kind", BLOCK_KINDS)
+@pytest.mark.parametrize("kind", block_kinds())
 @pytest.mark.parametrize("reparameterize", [False, True])
 def test_every_block_family_exports_to_onnx(kind, reparameterize, tmp_path):
     model = _small_model(kind)
@@ -76,7 +76,7 @@ def test_torch_export_has_a_dynamic_batch_and_matches_eager(name):
             torch.testing.assert_close(program(x), model(x), **TOLERANCE)
 
 
-@pytest.mark.parametrize("kind", BLOCK_KINDS)
+@pytest.mark.parametrize("kind", block_kinds())
 def test_reparameterized_program_matches_eager(kind):
     model = _small_model(kind)
     program = export_program(model, reparameterize=True).module()
@@ -95,7 +95,7 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
 
 def test_grouped_mode_is_replaced_while_exporting():
     """A layer fixed to the grouped form still exports with a dynamic batch (and matches its eager self)."""
-    cfg = DynConvNetCfg(widths=(8,), depths=(1,), num_convs=2, block="condconv", head="linear", drop_rate=0.0)
+    cfg = DynConvNetCfg(widths=(8,), depths=(1,), num_experts=2, block="condconv", head="linear", drop_rate=0.0)
     model = DynConvNet(cfg)
     for module in model.modules():
         if hasattr(module, "mode"):

@@ -75,7 +75,7 @@ def test_every_mode_matches_the_per_sample_loop(shape, mode, train):
 @pytest.mark.parametrize("layer_cls", [CondConv2d, DyConv2d, ODConv2d])
 def test_eval_output_of_a_sample_ignores_the_rest_of_the_batch(layer_cls):
     torch.manual_seed(0)
-    block = create_block(layer_cls.__name__.lower().replace("2d", ""), 4, 6, num_convs=3).eval()
+    block = create_block(layer_cls.__name__.lower().replace("2d", ""), 4, 6, num_experts=3).eval()
     x = torch.randn(5, 4, 8, 8)
     alone = torch.cat([block(x[i:i + 1]) for i in range(5)])
     torch.testing.assert_close(block(x), alone, atol=1e-5, rtol=1e-5)
@@ -93,7 +93,7 @@ def test_single_kernel_dyconv_equals_a_static_conv():
 @pytest.mark.parametrize("kind", ["condconv", "dyconv", "odconv"])
 def test_batch_size_one_trains_and_reaches_every_parameter(kind):
     torch.manual_seed(0)
-    block = create_block(kind, 3, 4, num_convs=2).train()
+    block = create_block(kind, 3, 4, num_experts=2).train()
     block(torch.randn(1, 3, 6, 6)).square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
 

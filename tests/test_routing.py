@@ -16,7 +16,7 @@ def test_softmax_weights_are_a_distribution_per_sample():
 
 
 def test_sigmoid_gate_gives_independent_weights_in_unit_interval():
-    weights = RoutingHead(6, 4, gate="sigmoid", hidden_channels=8)(torch.randn(5, 6, 3, 3))
+    weights = RoutingHead(6, 4, gate="sigmoid", rd_channels=8)(torch.randn(5, 6, 3, 3))
     assert ((weights > 0) & (weights < 1)).all()
     assert not torch.allclose(weights.sum(dim=1), torch.ones(5))
 

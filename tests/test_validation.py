@@ -3,18 +3,18 @@ import pytest
 import timm
 import torch
 
-from dynconv import DynamicBlock, DynConvNetCfg, RoutingHead, create_block
+from dynconv import CondConv2d, DyConv2d, DynamicBlock, DynConvNetCfg, ODConv2d, RoutingHead, create_block
 from dynconv.models import MlpClassifierHead
 
 
 @pytest.mark.parametrize("kwargs,words", [
-    (dict(num_convs=0), ["num_convs", "0"]),
-    (dict(num_convs=-2), ["num_convs", "-2"]),
+    (dict(num_experts=0), ["num_experts", "0"]),
+    (dict(num_experts=-2), ["num_experts", "-2"]),
     (dict(kernel_size=2), ["kernel_size", "odd", "2"]),
     (dict(kernel_size=0), ["kernel_size", "0"]),
     (dict(kernel_size=3.0), ["kernel_size", "3.0"]),
-    (dict(num_convs=3, kernel_size=(3, 5)), ["kernel_size", "num_convs=3", "(3, 5)"]),
-    (dict(num_convs=2, kernel_size=(1, 3), padding=1), ["padding", "None", "(1, 3)"]),
+    (dict(num_experts=3, kernel_size=(3, 5)), ["kernel_size", "num_experts=3", "(3, 5)"]),
+    (dict(num_experts=2, kernel_size=(1, 3), padding=1), ["padding", "None", "(1, 3)"]),
     (dict(padding=-1), ["padding", "-1"]),
     (dict(stride=0), ["stride", "0"]),
     (dict(in_channels=0), ["in_channels", "0"]),
@@ -22,7 +22,7 @@ from dynconv.models import MlpClassifierHead
     (dict(temperature=0.0), ["temperature", "0.0"]),
 ])
 def test_dynamic_block_rejects_bad_arguments(kwargs, words):
-    arguments = dict(in_channels=4, out_channels=8, num_convs=2) | kwargs
+    arguments = dict(in_channels=4, out_channels=8, num_experts=2) | kwargs
     with pytest.raises(ValueError) as error:
         DynamicBlock(**arguments)
     for word in words:
@@ -31,7 +31,9 @@ def test_dynamic_block_rejects_bad_arguments(kwargs, words):
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(gate="relu"), ["gate", "relu", "softmax"]),
-    (dict(hidden_channels=0), ["hidden_channels", "0"]),
+    (dict(rd_channels=0), ["rd_channels", "0"]),
+    (dict(rd_ratio=0.0), ["rd_ratio", "0.0"]),
+    (dict(rd_ratio=0.25, rd_divisor=0), ["rd_divisor", "0"]),
     (dict(temperature=float("inf")), ["temperature", "inf"]),
 ])
 def test_routing_head_rejects_bad_arguments(kwargs, words):
@@ -52,17 +54,17 @@ def test_set_temperature_rejects_non_positive():
     (dict(widths=()), ["widths"]),
     (dict(depths=(1, 0)), ["depths", "0"]),
     (dict(widths=(8, 16, 32), depths=(1, 1)), ["per-segment", "widths", "depths"]),
-    (dict(widths=(8, 16), depths=(1, 1), num_convs=(2, 2, 2)), ["per-segment", "num_convs"]),
-    (dict(num_convs=0), ["num_convs", "0"]),
+    (dict(widths=(8, 16), depths=(1, 1), num_experts=(2, 2, 2)), ["per-segment", "num_experts"]),
+    (dict(num_experts=0), ["num_experts", "0"]),
     (dict(kernel_size=4), ["kernel_size", "4"]),
-    (dict(num_convs=2, kernel_size=(3, 5, 7)), ["kernel_size", "(3, 5, 7)"]),
+    (dict(num_experts=2, kernel_size=(3, 5, 7)), ["kernel_size", "(3, 5, 7)"]),
     (dict(block="dense"), ["block", "dense"]),
     (dict(downsample="avgpool"), ["downsample", "avgpool"]),
     (dict(head="transformer"), ["head", "transformer"]),
     (dict(stem_width=-1), ["stem_width", "-1"]),
 ])
 def test_model_config_rejects_bad_values(kwargs, words):
-    arguments = dict(widths=(8, 16), depths=(1, 1), num_convs=2) | kwargs
+    arguments = dict(widths=(8, 16), depths=(1, 1), num_experts=2) | kwargs
     with pytest.raises(ValueError) as error:
         DynConvNetCfg(**arguments)
     for word in words:
@@ -70,8 +72,8 @@ def test_model_config_rejects_bad_values(kwargs, words):
 
 
 def test_create_model_reports_bad_overrides():
-    with pytest.raises(ValueError, match="num_convs must be a positive integer, got 0"):
-        timm.create_model("dynconv_cifar_tiny", num_convs=0)
+    with pytest.raises(ValueError, match="num_experts must be a positive integer, got 0"):
+        timm.create_model("dynconv_cifar_tiny", num_experts=0)
     with pytest.raises(ValueError, match="drop_rate"):
         timm.create_model("dynconv_cifar_tiny", drop_rate=1.5)
 
@@ -100,3 +102,76 @@ def test_model_rejects_wrong_input_shape(shape):
 def test_block_rejects_wrong_input_shape(shape):
     with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
         DynamicBlock(4, 8)(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("layer", [CondConv2d, DyConv2d, ODConv2d])
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(kernel_size=4), ["kernel_size", "odd", "4"]),
+    (dict(kernel_size=0), ["kernel_size", "0"]),
+    (dict(num_experts=0), ["num_experts", "0"]),
+    (dict(groups=3), ["groups=3", "in_channels=4"]),
+    (dict(stride=0), ["stride", "0"]),
+    (dict(dilation=0), ["dilation", "0"]),
+    (dict(padding=-1), ["padding", "-1"]),
+    (dict(mode="fast"), ["mode", "fast"]),
+    (dict(temperature=-1.0), ["temperature", "-1.0"]),
+    (dict(rd_ratio=float("nan")), ["rd_ratio", "nan"]),
+    (dict(rd_channels=0), ["rd_channels", "0"]),
+    (dict(rd_ratio=0.5, rd_divisor=-8), ["rd_divisor", "-8"]),
+])
+def test_kernel_mixing_layers_reject_bad_arguments(layer, kwargs, words):
+    with pytest.raises(ValueError) as error:
+        layer(4, 8, **kwargs)
+    for word in words:
+        assert word in str(error.value)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(num_classes=-1), ["num_classes", "-1"]),
+    (dict(num_classes=2.5), ["num_classes", "2.5"]),
+    (dict(num_classes="10"), ["num_classes", "'10'"]),
+    (dict(global_pool="median"), ["global_pool", "median"]),
+    (dict(in_chans=0), ["in_chans", "0"]),
+    (dict(drop_rate=-0.1), ["drop_rate", "-0.1"]),
+])
+@pytest.mark.parametrize("name", ["dynconv_cifar", "dynconv_cifar_tiny"])  # both head kinds
+def test_model_arguments_are_rejected_by_name(name, kwargs, words):
+    with pytest.raises(ValueError) as error:
+        timm.create_model(name, **kwargs)
+    for word in words:
+        assert word in str(error.value)
+
+
+LAYERS = {
+    "branch": lambda: DynamicBlock(4, 6, num_experts=2),
+    "condconv": lambda: CondConv2d(4, 6),
+    "dyconv": lambda: DyConv2d(4, 6),
+    "odconv": lambda: ODConv2d(4, 6),
+    "odconv_grouped_k1": lambda: ODConv2d(4, 6, kernel_size=1, groups=2, num_experts=1),
+    "condconv_block": lambda: create_block("condconv", 4, 6),
+}
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("mode", ["auto", "grouped", "bmm", "outputs"])
+def test_every_layer_takes_an_empty_batch_as_torch_layers_do(layer, mode):
+    module = LAYERS[layer]()
+    if hasattr(module, "mode"):
+        if mode == "outputs" and isinstance(module, ODConv2d):
+            pytest.skip("ODConv has no output mixing")
+        module.mode = mode
+    elif mode != "auto":
+        pytest.skip("one mode only")
+    for train in (True, False):
+        x = torch.randn(0, 4, 8, 8, requires_grad=True)
+        out = module.train(train)(x)
+        assert out.shape == (0, 6, 8, 8)
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_every_layer_names_the_dtype_it_expects(layer):
+    module = LAYERS[layer]().eval()
+    with pytest.raises(ValueError, match=r"dtype torch.float32.*got torch.float64"):
+        module(torch.randn(2, 4, 8, 8, dtype=torch.float64))
+    assert module.double()(torch.randn(2, 4, 8, 8, dtype=torch.float64)).dtype == torch.float64

@@ -3,7 +3,7 @@
 Every check raises ``ValueError`` with a message that names the argument, the value received and what was
 expected, so a user can act on it without reading our code.
 """
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from timm.layers import register_notrace_function
@@ -16,6 +16,13 @@ def check_positive_int(name: str, value: int) -> int:
     return value
 
 
+def check_non_negative_int(name: str, value: int) -> int:
+    """Return ``value`` if it is an int >= 0, else raise ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return value
+
+
 def check_positive_float(name: str, value: float) -> float:
     """Return ``value`` as a float if it is a finite number > 0, else raise ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
@@ -23,17 +30,17 @@ def check_positive_float(name: str, value: float) -> float:
     return float(value)
 
 
-def per_branch_kernel_sizes(kernel_size: Union[int, Sequence[int]], num_convs: int) -> Tuple[int, ...]:
-    """Expand ``kernel_size`` (one size, or one per branch) to a tuple of ``num_convs`` odd sizes.
+def per_branch_kernel_sizes(kernel_size: Union[int, Sequence[int]], num_experts: int) -> Tuple[int, ...]:
+    """Expand ``kernel_size`` (one size, or one per branch) to a tuple of ``num_experts`` odd sizes.
 
     Odd sizes are required because branches of different sizes are fused by zero-padding the smaller kernels
     symmetrically to the largest; only odd kernels have a centre, so only they keep ``kernel_size // 2`` padding
     equivalent to "same" padding.
     """
-    sizes = tuple(kernel_size) if isinstance(kernel_size, (list, tuple)) else (kernel_size,) * num_convs
-    if len(sizes) != num_convs:
+    sizes = tuple(kernel_size) if isinstance(kernel_size, (list, tuple)) else (kernel_size,) * num_experts
+    if len(sizes) != num_experts:
         raise ValueError(
-            f"kernel_size must be one int or a sequence of num_convs={num_convs} ints, got {kernel_size!r} "
+            f"kernel_size must be one int or a sequence of num_experts={num_experts} ints, got {kernel_size!r} "
             f"({len(sizes)} values)")
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
@@ -41,9 +48,18 @@ def per_branch_kernel_sizes(kernel_size: Union[int, Sequence[int]], num_convs: i
     return sizes
 
 
-@register_notrace_function  # a leaf in torch.fx graphs: its Python branch on the shape cannot be traced
-def check_input(x: torch.Tensor, in_channels: int) -> None:
-    """Raise ``ValueError`` unless ``x`` is a (B, in_channels, H, W) tensor."""
+@register_notrace_function  # a leaf in torch.fx graphs: its Python branches on shape and dtype cannot be traced
+def check_input(x: torch.Tensor, in_channels: int, dtype: Optional[torch.dtype] = None) -> None:
+    """Raise ``ValueError`` unless ``x`` is a floating-point (B, in_channels, H, W) tensor of ``dtype``.
+
+    Under ``torch.autocast`` any floating dtype is accepted, since autocast casts inputs and weights itself.
+    """
     if x.ndim != 4 or x.shape[1] != in_channels:
         raise ValueError(
             f"expected input of shape (B, {in_channels}, H, W), got a tensor of shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a floating-point input ({dtype or 'float'}), got {x.dtype}; convert images with "
+                         f"x.float() / 255 and normalise them")
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"expected input of dtype {dtype} (the parameters' dtype), got {x.dtype}; convert it with "
+                         f"x.to({dtype}), or run under torch.autocast for mixed precision")

@@ -8,6 +8,8 @@ the per-sample convolution picks a faster exact form where one exists (:mod:`~dy
 """
 from typing import Optional
 
+import torch
+
 from .kernel_mixing import MixedKernelConv2d
 from .routing import RoutingHead
 
@@ -26,7 +28,13 @@ class CondConv2d(MixedKernelConv2d):
         bias: Learn one bias per expert.
         num_experts: Number of expert kernels K.
         temperature: The routing logits are divided by it before the sigmoid.
+        rd_ratio: Width of an optional hidden layer in the routing, relative to C_in; ``None`` (the paper) routes
+            with one linear layer.
+        rd_channels: An explicit hidden width (overrides ``rd_ratio``).
+        rd_divisor: The hidden width from ``rd_ratio`` is rounded to a multiple of it.
         mode: Per-sample convolution: ``"auto"``, ``"grouped"``, ``"outputs"`` or ``"bmm"`` (all exact).
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
 
     Shape:
         - Input: (B, C_in, H, W)
@@ -40,7 +48,11 @@ class CondConv2d(MixedKernelConv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: Optional[int] = None, dilation: int = 1, groups: int = 1, bias: bool = False,
-                 num_experts: int = 4, temperature: float = 1.0, mode: str = "auto"):
-        routing = RoutingHead(in_channels, num_experts, gate="sigmoid", temperature=temperature)
+                 num_experts: int = 4, temperature: float = 1.0, rd_ratio: Optional[float] = None,
+                 rd_channels: Optional[int] = None, rd_divisor: int = 1, mode: str = "auto",
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None):
+        dd = {"device": device, "dtype": dtype}
+        routing = RoutingHead(in_channels, num_experts, rd_ratio=rd_ratio, rd_channels=rd_channels,
+                              rd_divisor=rd_divisor, gate="sigmoid", temperature=temperature, **dd)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         num_experts, routing, mode)
+                         num_experts, routing, mode, **dd)

@@ -9,9 +9,13 @@ recipe's ``--temperature-start`` do that).
 """
 from typing import Optional
 
-from ._checks import check_positive_int
+import torch
+
 from .kernel_mixing import MixedKernelConv2d
-from .routing import RoutingHead
+from .routing import RoutingHead, make_rd_channels
+
+#: The paper's smallest attention width.
+DYCONV_MIN_RD_CHANNELS = 4
 
 
 class DyConv2d(MixedKernelConv2d):
@@ -28,8 +32,12 @@ class DyConv2d(MixedKernelConv2d):
         bias: Learn one bias per kernel.
         num_experts: Number of kernels K (the paper uses 4).
         temperature: Initial softmax temperature (the paper's schedule starts at 30).
-        reduction: The attention's hidden width is ``max(in_channels // reduction, 4)`` (the paper uses 4).
+        rd_ratio: The attention's hidden width relative to C_in (the paper's 1/4), at least 4.
+        rd_channels: An explicit hidden width (overrides ``rd_ratio``).
+        rd_divisor: The hidden width from ``rd_ratio`` is rounded to a multiple of it.
         mode: Per-sample convolution: ``"auto"``, ``"grouped"``, ``"outputs"`` or ``"bmm"`` (all exact).
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
 
     Shape:
         - Input: (B, C_in, H, W)
@@ -43,9 +51,11 @@ class DyConv2d(MixedKernelConv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: Optional[int] = None, dilation: int = 1, groups: int = 1, bias: bool = False,
-                 num_experts: int = 4, temperature: float = 1.0, reduction: int = 4, mode: str = "auto"):
-        check_positive_int("reduction", reduction)
-        routing = RoutingHead(in_channels, num_experts, hidden_channels=max(in_channels // reduction, 4),
-                              temperature=temperature)
+                 num_experts: int = 4, temperature: float = 1.0, rd_ratio: float = 0.25,
+                 rd_channels: Optional[int] = None, rd_divisor: int = 1, mode: str = "auto",
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None):
+        dd = {"device": device, "dtype": dtype}
+        rd_channels = make_rd_channels(in_channels, rd_ratio, rd_channels, rd_divisor, DYCONV_MIN_RD_CHANNELS)
+        routing = RoutingHead(in_channels, num_experts, rd_channels=rd_channels, temperature=temperature, **dd)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         num_experts, routing, mode)
+                         num_experts, routing, mode, **dd)

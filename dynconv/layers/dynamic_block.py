@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import create_act_layer, register_notrace_module
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ._checks import check_input, check_positive_int, per_branch_kernel_sizes
 from .routing import RoutingHead
@@ -53,7 +54,7 @@ def mix_branches(branches: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     weights = weights.to(branches.dtype)
     if branches.is_contiguous():
         # one batched (1 x K) @ (K x CHW) matmul per sample: the fastest form for NCHW, measured in benchmarks/
-        mixed = torch.bmm(weights.unsqueeze(1), branches.reshape(batch, num_branches, -1))
+        mixed = torch.bmm(weights.unsqueeze(1), branches.reshape(batch, num_branches, channels * height * width))
         return mixed.view(batch, channels, height, width)
     # channels_last (or other strides): a reshape to (B, K, CHW) would copy everything, so accumulate
     # channel slices in place of it; elementwise ops keep the memory format
@@ -71,22 +72,27 @@ class DynamicBlock(nn.Module):
     Args:
         in_channels: Input channels C_in.
         out_channels: Output channels C_out.
-        num_convs: Number of branches K.
+        num_experts: Number of branches K.
         kernel_size: One odd kernel size for all branches, or a sequence of K odd sizes (one per branch).
         stride: Convolution stride, shared by all branches.
         padding: ``None`` gives every branch ``kernel_size // 2`` ("same" padding at stride 1). An int is only
             accepted when all branches share one kernel size.
-        routing_hidden: Width of an optional hidden layer in the routing head.
+        rd_ratio: Width of an optional hidden layer in the routing head relative to C_in; ``None`` (with
+            ``rd_channels=None``) routes with one linear layer, as the coursework did.
+        rd_channels: An explicit hidden width of the routing head (overrides ``rd_ratio``).
+        rd_divisor: The hidden width from ``rd_ratio`` is rounded to a multiple of it.
         temperature: Softmax temperature of the routing head.
         act_layer: Activation of each branch (a type or a timm activation name).
         norm_layer: Normalisation of each branch; a BatchNorm-like layer over K * C_out channels is built.
+        device: Device of the parameters and buffers.
+        dtype: Floating dtype of the parameters and buffers.
 
     Shape:
         - Input: (B, C_in, H, W)
         - Output: (B, C_out, H', W') with H' = floor((H + 2 * padding - k_max) / stride) + 1
 
     Example:
-        >>> block = DynamicBlock(3, 16, num_convs=4, kernel_size=(1, 3, 3, 5), stride=2)
+        >>> block = DynamicBlock(3, 16, num_experts=4, kernel_size=(1, 3, 3, 5), stride=2)
         >>> block(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 16, 16, 16])
     """
@@ -95,22 +101,27 @@ class DynamicBlock(nn.Module):
             self,
             in_channels: int,
             out_channels: int,
-            num_convs: int = 4,
+            num_experts: int = 4,
             kernel_size: Union[int, Sequence[int]] = 3,
             stride: int = 1,
             padding: Optional[int] = None,
             *,
-            routing_hidden: Optional[int] = None,
+            rd_ratio: Optional[float] = None,
+            rd_channels: Optional[int] = None,
+            rd_divisor: int = 1,
             temperature: float = 1.0,
             act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
             norm_layer: Type[nn.Module] = nn.BatchNorm2d,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
-        check_positive_int("num_convs", num_convs)
+        check_positive_int("num_experts", num_experts)
         check_positive_int("stride", stride)
-        self.kernel_sizes = per_branch_kernel_sizes(kernel_size, num_convs)
+        self.kernel_sizes = per_branch_kernel_sizes(kernel_size, num_experts)
         max_kernel = max(self.kernel_sizes)
         if padding is None:
             padding = max_kernel // 2
@@ -122,25 +133,26 @@ class DynamicBlock(nn.Module):
             raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.num_convs = num_convs
+        self.num_experts = num_experts
         self.stride = stride
         self.padding = padding
 
-        self.routing = RoutingHead(in_channels, num_convs, hidden_channels=routing_hidden, temperature=temperature)
+        self.routing = RoutingHead(in_channels, num_experts, rd_ratio=rd_ratio, rd_channels=rd_channels,
+                                   rd_divisor=rd_divisor, temperature=temperature, **dd)
         self.conv = nn.Conv2d(
-            in_channels, num_convs * out_channels, max_kernel, stride=stride, padding=padding, bias=False)
-        self.bn = norm_layer(num_convs * out_channels)
+            in_channels, num_experts * out_channels, max_kernel, stride=stride, padding=padding, bias=False, **dd)
+        self.bn = norm_layer(num_experts * out_channels, **dd)
         self.act = create_act_layer(act_layer, inplace=True)
         if len(set(self.kernel_sizes)) > 1:
             # keeps the zero-padded corners of the smaller kernels at zero through training
-            self.register_buffer("kernel_mask", self._kernel_mask(), persistent=False)
+            self.register_buffer("kernel_mask", self._kernel_mask().to(**dd), persistent=False)
         else:
             self.kernel_mask = None
         self.reset_parameters()
 
     def _kernel_mask(self) -> torch.Tensor:
         max_kernel = max(self.kernel_sizes)
-        mask = torch.zeros(self.num_convs, self.out_channels, 1, max_kernel, max_kernel)
+        mask = torch.zeros(self.num_experts, self.out_channels, 1, max_kernel, max_kernel)
         for branch, size in enumerate(self.kernel_sizes):
             start = (max_kernel - size) // 2
             mask[branch, :, :, start:start + size, start:start + size] = 1.0
@@ -149,7 +161,7 @@ class DynamicBlock(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Initialise each branch exactly as ``nn.Conv2d`` initialises a kernel of its own size."""
-        weight = self.conv.weight.view(self.num_convs, self.out_channels, self.in_channels, *self.conv.kernel_size)
+        weight = self.conv.weight.view(self.num_experts, self.out_channels, self.in_channels, *self.conv.kernel_size)
         weight.zero_()
         max_kernel = max(self.kernel_sizes)
         for branch, size in enumerate(self.kernel_sizes):
@@ -169,7 +181,7 @@ class DynamicBlock(nn.Module):
         return self.conv.weight * self.kernel_mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_channels)
+        check_input(x, self.in_channels, self.conv.weight.dtype)
         weights = self.routing(x)
         branches = F.conv2d(x, self.branch_weight(), self.conv.bias, self.stride, self.padding)
         branches = self.act(self.bn(branches))
@@ -188,14 +200,10 @@ class DynamicBlock(nn.Module):
         if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not bn.track_running_stats:
             raise ValueError(
                 f"reparameterize needs a BatchNorm with running statistics, got norm layer {type(bn).__name__}")
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        bias = -bn.running_mean * scale
-        if bn.affine:
-            scale = scale * bn.weight
-            bias = bias * bn.weight + bn.bias
-        weight = self.branch_weight() * scale.view(-1, 1, 1, 1)
+        weight, bias = fuse_conv_bn_weights(self.branch_weight(), None, bn.running_mean, bn.running_var, bn.eps,
+                                            bn.weight, bn.bias)
         self.conv.weight.copy_(weight)
-        self.conv.bias = nn.Parameter(bias.to(weight.dtype))
+        self.conv.bias = bias
         self.bn = nn.Identity()
 
     def train(self, mode: bool = True) -> "DynamicBlock":
@@ -205,5 +213,5 @@ class DynamicBlock(nn.Module):
         return super().train(mode)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, num_convs={self.num_convs}, "
+        return (f"{self.in_channels}, {self.out_channels}, num_experts={self.num_experts}, "
                 f"kernel_sizes={self.kernel_sizes}, stride={self.stride}, padding={self.padding}")

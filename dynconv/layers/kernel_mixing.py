@@ -111,16 +111,19 @@ def per_sample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     batch, channels, height, width = x.shape
     out_channels, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
     out_h, out_w = output_size((height, width), (kh, kw), stride, padding, dilation)
+    if mode == "grouped" and batch == 0:
+        mode = "bmm"  # a convolution cannot have zero groups; the batched matmul handles an empty batch
     if mode == "grouped":
         # reshape, not view: x may be channels-last
         out = F.conv2d(x.reshape(1, batch * channels, height, width), weight.reshape(-1, *weight.shape[2:]),
                        None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * batch)
         return out.view(batch, out_channels, out_h, out_w)
     if mode == "bmm":
+        # explicit sizes rather than einops, which cannot infer a group size from an empty batch
         patches = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C_in*kh*kw, L)
-        patches = rearrange(patches, "b (g c) l -> (b g) c l", g=groups)
-        kernels = rearrange(weight, "b (g o) c h w -> (b g) o (c h w)", g=groups)
-        out = rearrange(torch.bmm(kernels, patches), "(b g) o (h w) -> b (g o) h w", b=batch, h=out_h)
+        patches = patches.reshape(batch * groups, channels // groups * kh * kw, out_h * out_w)
+        kernels = weight.reshape(batch * groups, out_channels // groups, channels // groups * kh * kw)
+        out = torch.bmm(kernels, patches).view(batch, out_channels, out_h, out_w)
         return out if bias is None else out + bias[:, :, None, None].to(out.dtype)
     raise ValueError(f"per_sample_conv2d mode must be 'grouped' or 'bmm', got {mode!r}")
 
@@ -179,11 +182,14 @@ class ExpertConv2d(nn.Module):
         num_experts: Number of expert kernels K.
         mode: Per-sample convolution (see :mod:`dynconv.layers.kernel_mixing`).
         modes: The modes this layer supports, with the reason when it supports fewer than all.
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: Optional[int],
                  dilation: int, groups: int, bias: bool, num_experts: int, mode: str,
-                 modes: Tuple[Tuple[str, ...], str] = (MODES, "")):
+                 modes: Tuple[Tuple[str, ...], str] = (MODES, ""), *, device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
@@ -194,6 +200,9 @@ class ExpertConv2d(nn.Module):
         supported, reason = modes
         if mode not in supported:
             raise ValueError(f"{type(self).__name__} mode must be one of {supported}, got {mode!r}{reason}")
+        if padding is None and kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for 'same' padding (padding=None), got {kernel_size}; give "
+                             f"padding explicitly for an even kernel")
         padding = get_padding(kernel_size, dilation=dilation) if padding is None else padding
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
@@ -203,8 +212,10 @@ class ExpertConv2d(nn.Module):
         self.num_experts = num_experts
         self.mode = mode
         # stored flat, (K, C_out * C_in / groups * k * k): a 5-d parameter would break model.to(channels_last)
-        self.weight = nn.Parameter(torch.empty(num_experts, out_channels * in_channels // groups * kernel_size ** 2))
-        self.bias = nn.Parameter(torch.empty(num_experts, out_channels)) if bias else None
+        dd = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(num_experts, out_channels * in_channels // groups * kernel_size ** 2,
+                                               **dd))
+        self.bias = nn.Parameter(torch.empty(num_experts, out_channels, **dd)) if bias else None
         # a per-channel constant added after the mix: absent until a following BatchNorm is folded in
         self.register_parameter("shift", None)
         init_experts_(self.experts, self.bias)
@@ -267,6 +278,8 @@ class MixedKernelConv2d(ExpertConv2d):
         routing: The routing head producing (B, K) weights.
         mode: How to compute the per-sample convolution: ``"auto"``, ``"grouped"``, ``"outputs"`` or ``"bmm"``
             (see :mod:`dynconv.layers.kernel_mixing`); all are exact.
+        device: Device of the expert parameters (the routing head is built by the caller).
+        dtype: Floating dtype of the expert parameters.
 
     Shape:
         - Input: (B, C_in, H, W)
@@ -274,13 +287,14 @@ class MixedKernelConv2d(ExpertConv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: Optional[int],
-                 dilation: int, groups: int, bias: bool, num_experts: int, routing: RoutingHead, mode: str):
+                 dilation: int, groups: int, bias: bool, num_experts: int, routing: RoutingHead, mode: str, *,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         num_experts, mode)
+                         num_experts, mode, device=device, dtype=dtype)
         self.routing = routing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_channels)
+        check_input(x, self.in_channels, self.weight.dtype)
         # mixed_kernel_conv2d resolves "auto" itself
         return self.add_shift(mixed_kernel_conv2d(x, self.routing(x), self.experts, self.bias, self.stride,
                                                   self.padding, self.dilation, self.groups, self.mode))

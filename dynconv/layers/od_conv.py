@@ -17,9 +17,12 @@ import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
-from ._checks import check_input
+from ._checks import check_input, check_positive_int
 from .kernel_mixing import ExpertConv2d, mix_kernels, per_sample_conv2d
-from .routing import Router
+from .routing import Router, make_rd_channels
+
+#: The paper's smallest attention width.
+ODCONV_MIN_RD_CHANNELS = 16
 
 
 class OmniAttention(Router):
@@ -30,36 +33,48 @@ class OmniAttention(Router):
         out_channels: Output channels C_out.
         kernel_size: Kernel size k; the spatial head is left out for k=1.
         num_experts: Kernels K; the kernel head is left out for K=1.
-        reduction: Hidden width is ``max(int(in_channels * reduction), min_hidden)``.
-        min_hidden: Smallest hidden width.
+        groups: Channel groups of the convolution; for a depthwise one (C_in = groups = C_out) the filter head is left
+            out, as in the authors' code, since the channel attention already scales each filter's only input.
+        rd_ratio: Hidden width relative to C_in (the paper's 1/16), at least 16 (:func:`make_rd_channels`).
+        rd_channels: An explicit hidden width (overrides ``rd_ratio``).
+        rd_divisor: The hidden width from ``rd_ratio`` is rounded to a multiple of it.
         temperature: All heads divide their logits by it (the kernel head is a softmax, the others sigmoids).
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
 
     Shape:
         - Input: (B, C_in, H, W)
-        - Output: channel (B, C_in), filter (B, C_out), spatial (B, k * k) or None, kernel (B, K) or None
+        - Output: channel (B, C_in), filter (B, C_out) or None, spatial (B, k * k) or None, kernel (B, K) or None
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_experts: int,
-                 reduction: float = 0.0625, min_hidden: int = 16, temperature: float = 1.0):
-        super().__init__(temperature)
-        hidden = max(int(in_channels * reduction), min_hidden)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_experts: int, *, groups: int = 1,
+                 rd_ratio: float = 0.0625, rd_channels: Optional[int] = None, rd_divisor: int = 1,
+                 temperature: float = 1.0, device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None):
+        dd = {"device": device, "dtype": dtype}
+        super().__init__(temperature, **dd)
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("kernel_size", kernel_size), ("num_experts", num_experts), ("groups", groups)):
+            check_positive_int(name, value)
+        depthwise = in_channels == groups == out_channels
+        hidden = make_rd_channels(in_channels, rd_ratio, rd_channels, rd_divisor, ODCONV_MIN_RD_CHANNELS)
         # timm's pooling rather than einops' Reduce, which torch.fx cannot trace (it indexes by input.ndim)
         self.pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
-        self.fc = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True))
-        self.channel = nn.Linear(hidden, in_channels)
-        self.filter = nn.Linear(hidden, out_channels)
-        self.spatial = nn.Linear(hidden, kernel_size * kernel_size) if kernel_size > 1 else None
-        self.kernel = nn.Linear(hidden, num_experts) if num_experts > 1 else None
+        self.fc = nn.Sequential(nn.Linear(in_channels, hidden, **dd), nn.ReLU(inplace=True))
+        self.channel = nn.Linear(hidden, in_channels, **dd)
+        self.filter = None if depthwise else nn.Linear(hidden, out_channels, **dd)
+        self.spatial = nn.Linear(hidden, kernel_size * kernel_size, **dd) if kernel_size > 1 else None
+        self.kernel = nn.Linear(hidden, num_experts, **dd) if num_experts > 1 else None
 
     def mixing_weights(self, output) -> Optional[torch.Tensor]:
         """The kernel attention (B, K) of the four (None for K=1)."""
         return output[3]
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor],
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
                                                 Optional[torch.Tensor]]:
         hidden = self.fc(self.pool(x))
         channel = torch.sigmoid(self.channel(hidden) / self.temperature)
-        filters = torch.sigmoid(self.filter(hidden) / self.temperature)
+        filters = None if self.filter is None else torch.sigmoid(self.filter(hidden) / self.temperature)
         spatial = None if self.spatial is None else torch.sigmoid(self.spatial(hidden) / self.temperature)
         kernel = None if self.kernel is None else torch.softmax(self.kernel(hidden) / self.temperature, dim=1)
         return channel, filters, spatial, kernel
@@ -77,10 +92,14 @@ class ODConv2d(ExpertConv2d):
         dilation: Kernel dilation.
         groups: Channel groups.
         num_experts: Number of kernels K (the paper uses 1 or 4).
-        reduction: Attention hidden width relative to C_in (the paper's 1/16), at least 16.
+        rd_ratio: Attention hidden width relative to C_in (the paper's 1/16), at least 16.
+        rd_channels: An explicit attention hidden width (overrides ``rd_ratio``).
+        rd_divisor: The hidden width from ``rd_ratio`` is rounded to a multiple of it.
         temperature: Initial temperature of the attentions.
         mode: Per-sample convolution: ``"auto"``, ``"grouped"`` or ``"bmm"`` (exact; the spatial attention rules out
             output mixing).
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
 
     Shape:
         - Input: (B, C_in, H, W)
@@ -94,16 +113,21 @@ class ODConv2d(ExpertConv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: Optional[int] = None, dilation: int = 1, groups: int = 1, num_experts: int = 4,
-                 reduction: float = 0.0625, temperature: float = 1.0, mode: str = "auto"):
+                 rd_ratio: float = 0.0625, rd_channels: Optional[int] = None, rd_divisor: int = 1,
+                 temperature: float = 1.0, mode: str = "auto", device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None):
+        dd = {"device": device, "dtype": dtype}
         modes = (("auto", "grouped", "bmm"), " (its spatial attention makes the kernel mix non-linear, so output "
                                              "mixing is not exact)")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, False,
-                         num_experts, mode, modes)
-        self.attention = OmniAttention(in_channels, out_channels, kernel_size, num_experts, reduction,
-                                       temperature=temperature)
+                         num_experts, mode, modes, **dd)
+        self.attention = OmniAttention(in_channels, out_channels, kernel_size, num_experts, groups=groups,
+                                       rd_ratio=rd_ratio,
+                                       rd_channels=rd_channels, rd_divisor=rd_divisor, temperature=temperature,
+                                       **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_channels)
+        check_input(x, self.in_channels, self.weight.dtype)
         channel, filters, spatial, kernel = self.attention(x)
         batch = x.shape[0]
         experts = self.experts
@@ -113,4 +137,6 @@ class ODConv2d(ExpertConv2d):
         x = x * channel[:, :, None, None].to(x.dtype)
         out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups,
                                 self.resolve_mode(x, linear_mix=False))
-        return self.add_shift(out * filters[:, :, None, None].to(out.dtype))
+        if filters is not None:
+            out = out * filters[:, :, None, None].to(out.dtype)
+        return self.add_shift(out)

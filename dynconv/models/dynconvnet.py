@@ -15,13 +15,19 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
-from timm.layers import ConvNormAct, create_act_layer
+from timm.layers import ConvNormAct, SelectAdaptivePool2d, create_act_layer
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import BLOCK_KINDS, create_block
-from ..layers._checks import check_input, check_positive_float, check_positive_int, per_branch_kernel_sizes
+from ..layers import block_kinds, create_block
+from ..layers._checks import (
+    check_input,
+    check_non_negative_int,
+    check_positive_float,
+    check_positive_int,
+    per_branch_kernel_sizes,
+)
 from .heads import HEAD_KINDS, create_head
 
 __all__ = ["DynConvNet", "DynConvNetCfg", "CIFAR10_MEAN", "CIFAR10_STD"]
@@ -48,7 +54,7 @@ class DynConvNetCfg:
     Args:
         widths: Output channels of each segment.
         depths: Number of blocks in each segment (the coursework's ``num_blocks``).
-        num_convs: Branches K of every block; or one entry per segment, each a K for all its blocks or a tuple with
+        num_experts: Branches K of every block; or one entry per segment, each a K for all its blocks or a tuple with
             one K per block. K=1 gives a static Conv-BN-Act block.
         kernel_size: Kernel size of every branch, or one per branch (odd sizes; mixed sizes fuse by zero-padding).
         block: Block kind for :func:`~dynconv.layers.create_block`.
@@ -67,13 +73,15 @@ class DynConvNetCfg:
         global_pool: Default timm global pooling of the head (``"avg"``, ``"max"``, ...).
         drop_rate: Default dropout before the head's last linear layer (the coursework uses 0.5).
         act_layer: Activation of blocks and head (a timm activation name).
-        routing_hidden: Hidden width of the routing heads; ``None`` for the coursework's single Linear.
+        rd_ratio: Hidden width of every routing network relative to its input channels (timm's ``rd_ratio``);
+            ``None`` keeps each family's own (none for branch and CondConv, 1/4 for DyConv, 1/16 for ODConv).
+        rd_channels: An explicit hidden width of every routing network (overrides ``rd_ratio``).
         temperature: Initial softmax temperature of the routing heads.
     """
 
     widths: Tuple[int, ...] = (64, 128, 256, 512)
     depths: Tuple[int, ...] = (2, 2, 2, 2)
-    num_convs: Union[int, Tuple[Union[int, Tuple[int, ...]], ...]] = 4
+    num_experts: Union[int, Tuple[Union[int, Tuple[int, ...]], ...]] = 4
     kernel_size: Union[int, Tuple[int, ...]] = 3
     block: str = "branch"
     downsample: str = "maxpool"
@@ -87,12 +95,13 @@ class DynConvNetCfg:
     global_pool: str = "avg"
     drop_rate: float = 0.5
     act_layer: str = "relu"
-    routing_hidden: Optional[int] = None
+    rd_ratio: Optional[float] = None
+    rd_channels: Optional[int] = None
     temperature: float = 1.0
 
     def __post_init__(self):
         # accept lists (e.g. from JSON) but store tuples, so configs stay hashable and comparable
-        for name in ("widths", "depths", "num_convs", "kernel_size"):
+        for name in ("widths", "depths", "num_experts", "kernel_size"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(tuple(v) if isinstance(v, list) else v for v in value))
@@ -102,22 +111,22 @@ class DynConvNetCfg:
             for value in getattr(self, name):
                 check_positive_int(f"{name} entries", value)
         per_segment = {"widths": self.widths, "depths": self.depths}
-        if not isinstance(self.num_convs, int):
-            per_segment["num_convs"] = self.num_convs
+        if not isinstance(self.num_experts, int):
+            per_segment["num_experts"] = self.num_experts
         lengths = {name: len(value) for name, value in per_segment.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"per-segment lists must have one entry per segment, got lengths {lengths}")
         for index, depth in enumerate(self.depths):
-            segment = self.num_convs if isinstance(self.num_convs, int) else self.num_convs[index]
+            segment = self.num_experts if isinstance(self.num_experts, int) else self.num_experts[index]
             if not isinstance(segment, int) and len(segment) != depth:
-                raise ValueError(f"num_convs of segment {index} must be one int or one per block ({depth} blocks), "
+                raise ValueError(f"num_experts of segment {index} must be one int or one per block ({depth} blocks), "
                                  f"got {segment!r}")
-        for blocks in self.block_num_convs:
-            for num_convs in blocks:
-                check_positive_int("num_convs", num_convs)
-                per_branch_kernel_sizes(self.kernel_size, num_convs)
-        if self.block not in BLOCK_KINDS:
-            raise ValueError(f"block must be one of {BLOCK_KINDS}, got {self.block!r}")
+        for blocks in self.block_num_experts:
+            for num_experts in blocks:
+                check_positive_int("num_experts", num_experts)
+                per_branch_kernel_sizes(self.kernel_size, num_experts)
+        if self.block not in block_kinds():
+            raise ValueError(f"block must be one of {block_kinds()}, got {self.block!r}")
         if self.downsample not in _DOWNSAMPLE_KINDS:
             raise ValueError(f"downsample must be one of {_DOWNSAMPLE_KINDS}, got {self.downsample!r}")
         if self.head not in HEAD_KINDS:
@@ -132,11 +141,25 @@ class DynConvNetCfg:
         check_positive_float("norm_eps", self.norm_eps)
         check_positive_float("head_hidden_ratio", self.head_hidden_ratio)
         check_positive_float("temperature", self.temperature)
+        if self.rd_ratio is not None:
+            check_positive_float("rd_ratio", self.rd_ratio)
+        if self.rd_channels is not None:
+            check_positive_int("rd_channels", self.rd_channels)
 
     @property
-    def block_num_convs(self) -> Tuple[Tuple[int, ...], ...]:
+    def routing_args(self) -> Dict[str, Any]:
+        """The routing arguments every dynamic block is built with (only those set, so each family keeps its own
+        defaults for the rest)."""
+        args: Dict[str, Any] = {"temperature": self.temperature}
+        for name in ("rd_ratio", "rd_channels"):
+            if getattr(self, name) is not None:
+                args[name] = getattr(self, name)
+        return args
+
+    @property
+    def block_num_experts(self) -> Tuple[Tuple[int, ...], ...]:
         """K of every block, one tuple per segment."""
-        segments = (self.num_convs,) * len(self.widths) if isinstance(self.num_convs, int) else self.num_convs
+        segments = (self.num_experts,) * len(self.widths) if isinstance(self.num_experts, int) else self.num_experts
         return tuple((k,) * depth if isinstance(k, int) else k for k, depth in zip(segments, self.depths, strict=True))
 
 
@@ -149,13 +172,15 @@ class DynConvNet(nn.Module):
         in_chans: Input image channels.
         global_pool: timm global pooling type of the head (default: the config's).
         drop_rate: Dropout before the last linear layer of the head (default: the config's).
+        device: Device of the parameters and buffers (e.g. ``"meta"`` to build without allocating).
+        dtype: Floating dtype of the parameters and buffers.
 
     Shape:
         - Input: (B, in_chans, H, W)
         - Output: (B, num_classes), or (B, num_features) when ``num_classes=0``
 
     Example:
-        >>> model = DynConvNet(DynConvNetCfg(widths=(8, 16), depths=(1, 1), num_convs=2))
+        >>> model = DynConvNet(DynConvNetCfg(widths=(8, 16), depths=(1, 1), num_experts=2))
         >>> model(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
@@ -167,9 +192,19 @@ class DynConvNet(nn.Module):
             in_chans: int = 3,
             global_pool: Optional[str] = None,
             drop_rate: Optional[float] = None,
+            device: Optional[Union[str, torch.device]] = None,
+            dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         check_positive_int("in_chans", in_chans)
+        check_non_negative_int("num_classes", num_classes)
+        global_pool = cfg.global_pool if global_pool is None else global_pool
+        try:
+            SelectAdaptivePool2d(pool_type=global_pool)
+        except AssertionError:  # timm validates pool types with an assert
+            raise ValueError(f"global_pool must be a timm pool type ('avg', 'max', 'avgmax', 'catavgmax', ...), got "
+                             f"{global_pool!r}") from None
         drop_rate = cfg.drop_rate if drop_rate is None else drop_rate
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
@@ -184,16 +219,16 @@ class DynConvNet(nn.Module):
             self.stem = nn.Identity()
         elif cfg.stem == "conv":
             self.stem = ConvNormAct(in_chans, cfg.stem_width, cfg.stem_kernel_size, padding=cfg.stem_kernel_size // 2,
-                                    act_layer=cfg.act_layer, norm_layer=norm_layer)
+                                    act_layer=cfg.act_layer, norm_layer=norm_layer, **dd)
         else:
             self.stem = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(in_chans, cfg.stem_width, cfg.stem_kernel_size, bias=True),
+                conv=nn.Conv2d(in_chans, cfg.stem_width, cfg.stem_kernel_size, bias=True, **dd),
                 act=create_act_layer(cfg.act_layer, inplace=True)))
         in_channels = cfg.stem_width or in_chans
         stages: List[nn.Module] = []
         self.feature_info: List[Dict[str, Any]] = []
         reduction = 1
-        for index, (width, block_num_convs) in enumerate(zip(cfg.widths, cfg.block_num_convs, strict=True)):
+        for index, (width, block_num_experts) in enumerate(zip(cfg.widths, cfg.block_num_experts, strict=True)):
             blocks: List[nn.Module] = []
             stride = 1
             if cfg.downsample == "conv_pool" or index > 0:
@@ -202,11 +237,11 @@ class DynConvNet(nn.Module):
                     blocks.append(nn.MaxPool2d(2))
                 elif cfg.downsample == "stride":
                     stride = 2
-            for block_index, num_convs in enumerate(block_num_convs):
+            for block_index, num_experts in enumerate(block_num_experts):
                 blocks.append(create_block(
-                    cfg.block, in_channels, width, num_convs=num_convs, kernel_size=cfg.kernel_size,
+                    cfg.block, in_channels, width, num_experts=num_experts, kernel_size=cfg.kernel_size,
                     stride=stride if block_index == 0 else 1, act_layer=cfg.act_layer, norm_layer=norm_layer,
-                    routing_hidden=cfg.routing_hidden, temperature=cfg.temperature))
+                    **cfg.routing_args, **dd))
                 if cfg.downsample == "conv_pool" and block_index == 0:
                     blocks.append(nn.MaxPool2d(2))
                 in_channels = width
@@ -215,9 +250,8 @@ class DynConvNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = in_channels
         self.head = create_head(
-            cfg.head, in_channels, num_classes, pool_type=cfg.global_pool if global_pool is None else global_pool,
-            drop_rate=drop_rate,
-            hidden_ratio=cfg.head_hidden_ratio, act_layer=cfg.act_layer)
+            cfg.head, in_channels, num_classes, pool_type=global_pool,
+            drop_rate=drop_rate, hidden_ratio=cfg.head_hidden_ratio, act_layer=cfg.act_layer, **dd)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -237,6 +271,11 @@ class DynConvNet(nn.Module):
         """Replace the classifier with a new one for ``num_classes`` (0 removes it, leaving pooled features)."""
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype inputs must have outside ``torch.autocast``: that of the parameters."""
+        return next(self.parameters()).dtype
 
     def forward_intermediates(
             self,
@@ -264,7 +303,7 @@ class DynConvNet(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        check_input(x, self.in_chans)
+        check_input(x, self.in_chans, self.input_dtype)
         x = self.stem(x)
         stages = self.stages[:max_index + 1] if stop_early else self.stages
         intermediates = []
@@ -297,7 +336,7 @@ class DynConvNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, num_features, H / r, W / r), r the final reduction."""
-        check_input(x, self.in_chans)
+        check_input(x, self.in_chans, self.input_dtype)
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
@@ -328,24 +367,24 @@ def _first_conv(cfg: DynConvNetCfg) -> str:
 
 MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
     # the coursework model: 8 blocks of K=4 branches, no stem, max-pool downsampling, MLP head
-    dynconv_cifar=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4),
+    dynconv_cifar=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_experts=4),
     # the coursework backbone with each kernel-mixing family in place of the branch-mixing block, K=4 experts
-    dynconv_cifar_condconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4,
+    dynconv_cifar_condconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_experts=4,
                                          block="condconv"),
-    dynconv_cifar_dyconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4,
+    dynconv_cifar_dyconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_experts=4,
                                        block="dyconv"),
-    dynconv_cifar_odconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_convs=4,
+    dynconv_cifar_odconv=DynConvNetCfg(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), num_experts=4,
                                        block="odconv"),
     # sized for 2-core CPUs: a static stem, then airbench-style conv-pool-conv segments of K=2 blocks
     dynconv_cifar_tiny=DynConvNetCfg(
-        widths=(32, 64, 128), depths=(2, 2, 2), num_convs=2, stem_width=24, downsample="conv_pool", head="linear",
+        widths=(32, 64, 128), depths=(2, 2, 2), num_experts=2, stem_width=24, downsample="conv_pool", head="linear",
         drop_rate=0.0, act_layer="gelu"),
     # built for speed on a GPU after airbench94 (Jordan 2024, https://arxiv.org/abs/2404.00498): a 2x2 patch stem
     # (initialised by patch whitening in the recipe), conv-pool-conv segments of widths 64-256-256 whose second
     # block is dynamic (K=2), fast-moving BatchNorm statistics, GELU, linear head; average pooling, since airbench's
     # max pooling made the head's gradients 10x larger and training diverge at its learning rates
     dynconv_cifar_fast=DynConvNetCfg(
-        widths=(64, 256, 256), depths=(2, 2, 2), num_convs=((1, 2), (1, 2), (1, 2)), stem="patch", stem_width=24,
+        widths=(64, 256, 256), depths=(2, 2, 2), num_experts=((1, 2), (1, 2), (1, 2)), stem="patch", stem_width=24,
         stem_kernel_size=2, downsample="conv_pool", norm_momentum=0.4, norm_eps=1e-12, head="linear",
         drop_rate=0.0, act_layer="gelu"),
 )
@@ -353,7 +392,8 @@ MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
 # beat (the kernel-mixing variants share dynconv_cifar's backbone, so dynconv_cifar_static is their twin too)
 STATIC_TWINS: Dict[str, str] = {f"{name}_static": name for name in ("dynconv_cifar", "dynconv_cifar_tiny",
                                                                     "dynconv_cifar_fast")}
-MODEL_CFGS.update({twin: replace(MODEL_CFGS[name], block="static", num_convs=1) for twin, name in STATIC_TWINS.items()})
+MODEL_CFGS.update({twin: replace(MODEL_CFGS[name], block="static", num_experts=1)
+                   for twin, name in STATIC_TWINS.items()})
 _CFG_FIELDS = frozenset(field.name for field in fields(DynConvNetCfg))
 
 

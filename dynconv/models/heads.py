@@ -3,7 +3,7 @@ from collections import OrderedDict
 from typing import Optional, Type, Union
 
 import torch
-from timm.layers import ClassifierHead, SelectAdaptivePool2d, create_act_layer
+from timm.layers import ClassifierHead, SelectAdaptivePool2d, create_act_layer, get_device_dtype
 from torch import nn
 
 from ..layers._checks import check_positive_int
@@ -25,6 +25,8 @@ class MlpClassifierHead(nn.Module):
             which needs ``num_classes=0``).
         drop_rate: Dropout probability before the last layer.
         act_layer: Activation of the hidden layer.
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
 
     Shape:
         - Input: (B, d, H, W)
@@ -45,16 +47,21 @@ class MlpClassifierHead(nn.Module):
             pool_type: str = "avg",
             drop_rate: float = 0.5,
             act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
         self.in_features = check_positive_int("in_features", in_features)
         self.hidden_features = check_positive_int("hidden_features", hidden_features)
         self.drop_rate = drop_rate
         self.act_layer = act_layer
-        self.reset(num_classes, pool_type)
+        self.reset(num_classes, pool_type, device=device, dtype=dtype)
 
-    def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
-        """Rebuild the classifier for ``num_classes`` (0 removes it) and optionally change the pooling."""
+    def reset(self, num_classes: int, pool_type: Optional[str] = None, device: Optional[torch.device] = None,
+              dtype: Optional[torch.dtype] = None) -> None:
+        """Rebuild the classifier for ``num_classes`` (0 removes it) and optionally change the pooling; the new
+        layers take the device and dtype of the current ones unless given."""
+        dd = get_device_dtype(self, device=device, dtype=dtype)
         if pool_type is None:
             pool_type = self.global_pool.pool_type
         if num_classes < 0:
@@ -65,10 +72,10 @@ class MlpClassifierHead(nn.Module):
         self.num_features = self.in_features * self.global_pool.feat_mult()
         if num_classes:
             self.fc = nn.Sequential(OrderedDict(
-                fc1=nn.Linear(self.num_features, self.hidden_features),
+                fc1=nn.Linear(self.num_features, self.hidden_features, **dd),
                 act=create_act_layer(self.act_layer, inplace=True),
                 drop=nn.Dropout(self.drop_rate),
-                fc2=nn.Linear(self.hidden_features, num_classes),
+                fc2=nn.Linear(self.hidden_features, num_classes, **dd),
             ))
         else:
             self.fc = nn.Identity()
@@ -87,6 +94,8 @@ def create_head(
         drop_rate: float = 0.0,
         hidden_ratio: float = 2.0,
         act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
 ) -> nn.Module:
     """Build a classifier head: ``"mlp"`` (:class:`MlpClassifierHead`, hidden width ``hidden_ratio * in_features``)
     or ``"linear"`` (timm's ``ClassifierHead``: pool -> dropout -> Linear).
@@ -96,7 +105,8 @@ def create_head(
     if kind == "mlp":
         return MlpClassifierHead(
             in_features, num_classes, hidden_features=round(hidden_ratio * in_features), pool_type=pool_type,
-            drop_rate=drop_rate, act_layer=act_layer)
+            drop_rate=drop_rate, act_layer=act_layer, device=device, dtype=dtype)
     if kind == "linear":
-        return ClassifierHead(in_features, num_classes, pool_type=pool_type, drop_rate=drop_rate)
+        return ClassifierHead(in_features, num_classes, pool_type=pool_type, drop_rate=drop_rate, device=device,
+                              dtype=dtype)
     raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")

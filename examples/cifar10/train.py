@@ -52,6 +52,7 @@ from cifar10_recipe.config import (
     load_config_file,
     presets_help,
     resolve_config,
+    upgrade_config_dict,
 )
 from cifar10_recipe.data import Cifar10, DatasetError, load_cifar10
 from cifar10_recipe.distributed import (
@@ -122,8 +123,8 @@ def configure_execution(config: TrainConfig, device: torch.device) -> None:
 
 def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
     overrides: Dict[str, Any] = {}
-    if config.num_convs is not None:
-        overrides["num_convs"] = config.num_convs
+    if config.num_experts is not None:
+        overrides["num_experts"] = config.num_experts
     if config.drop_rate is not None:
         overrides["drop_rate"] = config.drop_rate
     if config.block is not None:
@@ -525,7 +526,7 @@ def run_seeds(config: TrainConfig, run_dir: Path, preset: str, distributed: Dist
 def evaluate_checkpoint(path: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
     """Evaluate a ``.safetensors`` checkpoint on the test set, rebuilding the model from its saved config."""
     weights, info = load_weights(path)
-    saved = {**info["config"], **overrides}
+    saved = {**upgrade_config_dict(info["config"]), **overrides}
     config = TrainConfig(**saved)
     device = resolve_device(config.device)
     configure_execution(config, device)

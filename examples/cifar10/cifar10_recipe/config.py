@@ -23,7 +23,7 @@ class TrainConfig:
 
     # model
     model: str = _opt("dynconv_cifar", "registered timm model name")
-    num_convs: Optional[int] = _opt(None, "branches K of every dynamic block (default: the model's own)")
+    num_experts: Optional[int] = _opt(None, "branches K of every dynamic block (default: the model's own)")
     block: Optional[str] = _opt(None, "block kind of the model: branch, static, condconv, dyconv, odconv (default: the "
                                       "model's own)")
     num_classes: int = _opt(10, "logits of the classifier (the coursework used 20 for 10 classes)")
@@ -167,6 +167,16 @@ def presets_help() -> str:
     return "\n".join(lines)
 
 
+#: Configuration keys renamed since runs were first recorded: old name -> new name.
+RENAMED_KEYS = {"num_convs": "num_experts"}
+
+
+def upgrade_config_dict(values: Dict[str, Any]) -> Dict[str, Any]:
+    """A saved configuration with renamed keys (:data:`RENAMED_KEYS`) under their current names, so that runs and
+    checkpoints written before a rename still resume and load."""
+    return {RENAMED_KEYS.get(name, name): value for name, value in values.items()}
+
+
 def load_config_file(path) -> Dict[str, Any]:
     with open(path) as file:
-        return json.load(file)
+        return upgrade_config_dict(json.load(file))
