@@ -47,7 +47,7 @@ def models_table() -> str:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(torch.zeros(1, *size))
         cfg = model.cfg
-        ks = " / ".join(",".join(map(str, blocks)) for blocks in cfg.block_num_convs)
+        ks = " / ".join(",".join(map(str, blocks)) for blocks in cfg.block_num_experts)
         recorded = [r for r in results if r["model"] == name]
         best = max(recorded, key=lambda r: r["test_acc_mean"], default=None)
         accuracy = (f"{100 * best['test_acc_mean']:.2f}% ({best['preset']}, {best['runs']} run"
@@ -192,9 +192,27 @@ def routing_tables(folder: Path) -> dict:
     return out
 
 
+def paper_models_table() -> str:
+    """The papers' architectures: our parameter and multiply-add counts (on the meta device) against the published."""
+    from dynconv.models import PAPER_MODELS, PUBLISHED_COUNTS, count_parameters_and_multiply_adds
+    from dynconv.models.paper_nets import RESNET50_V1_SAVING
+
+    rows = []
+    for name, (base, _, _, title) in PAPER_MODELS.items():
+        params, madds = count_parameters_and_multiply_adds(timm.create_model(name, device="meta"))
+        published = PUBLISHED_COUNTS.get(name)
+        v1 = f" ({(madds - RESNET50_V1_SAVING) / 1e9:.3f} G as v1)" if "resnet50" in name else ""
+        rows.append([f"``{name}``", title, f"``{base}``", f"{params / 1e6:.2f} M", f"{madds / 1e9:.3f} G{v1}",
+                     f"{published[0] / 1e6:.2f} M / {published[1] / 1e9:.3f} G ({published[2]})" if published
+                     else "not published in a table we could retrieve"])
+    header = ["model", "what it is", "timm base", "params", "MAdds, 224x224", "published params / MAdds"]
+    return list_table(header, rows)
+
+
 def write_tables(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "models.inc.rst").write_text(models_table())
+    (folder / "paper_models.inc.rst").write_text(paper_models_table())
     (folder / "results.inc.rst").write_text(results_table())
     flags, presets = recipe_tables()
     (folder / "recipe_flags.inc.rst").write_text(flags)

@@ -107,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     args = parser.parse_args(argv)
     if not timm.is_model(args.model):
-        print(f"error: unknown model {args.model!r}; see timm.list_models('dynconv*')", file=sys.stderr)
+        print(f"error: unknown model {args.model!r}; see dynconv.models.list_models()", file=sys.stderr)
         return 2
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
     try:

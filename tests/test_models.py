@@ -1,23 +1,41 @@
-"""timm's model contract, checked generically for every registered dynconv model (no per-model code)."""
+"""timm's model contract, checked generically for every registered dynconv model (no per-model code).
+
+The ImageNet-size models (the papers' architectures) run at a reduced resolution, as timm's own generic tests do,
+except where the test is about the full size (``pool_size``).
+"""
 import pytest
 import timm
 import torch
 
-import dynconv  # noqa: F401  (registers the models)
+from dynconv.models import list_models
 
-MODEL_NAMES = timm.list_models("dynconv*")
+ALL_MODEL_NAMES = list_models()
+# like timm's own generic tests, the full contract skips the largest models (over 80M parameters, each 5-15 s to
+# build on 2 cores): they are the 4x/8x-kernel versions of models tested here, and test_paper_nets.py builds, runs and
+# counts each of them; the forward and backward tests below still cover every model
+LARGE_MODELS = {"od_resnet50_4x", "dy_resnet50", "condconv_resnet50"}
+MODEL_NAMES = [name for name in ALL_MODEL_NAMES if name not in LARGE_MODELS]
+# the DynConvNet family: the tests of its own interface (config overrides, segments, heads, input checks)
+DYNCONVNET_NAMES = list_models("dynconv*")
 BATCH = 2
+REDUCED_SIZE = 64
 
 
-def _input(model, batch=BATCH):
-    return torch.randn(batch, *model.pretrained_cfg["input_size"])
+def _size(model):
+    """Test resolution: the model's own, capped at REDUCED_SIZE."""
+    return min(model.pretrained_cfg["input_size"][-1], REDUCED_SIZE)
+
+
+def _input(model, batch=BATCH, channels=3):
+    return torch.randn(batch, channels, _size(model), _size(model))
 
 
 def test_models_are_registered():
-    assert {"dynconv_cifar", "dynconv_cifar_tiny", "dynconv_cifar_fast"} <= set(MODEL_NAMES)
+    assert {"dynconv_cifar", "dynconv_cifar_tiny", "dynconv_cifar_fast", "od_resnet18"} <= set(MODEL_NAMES)
+    assert set(ALL_MODEL_NAMES) > LARGE_MODELS
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ALL_MODEL_NAMES)
 def test_forward_shape_and_finite(name):
     model = timm.create_model(name)
     out = model(_input(model))
@@ -25,9 +43,13 @@ def test_forward_shape_and_finite(name):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ALL_MODEL_NAMES)
 def test_backward_reaches_every_parameter(name):
     model = timm.create_model(name)
+    with torch.no_grad():  # timm's ResNets zero the last BatchNorm of every block, which stops gradients at init
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(1.0)
     model(_input(model)).logsumexp(dim=1).mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, f"no gradient reaches {missing}"
@@ -38,13 +60,24 @@ def test_default_cfg_names_real_layers(name):
     model = timm.create_model(name)
     cfg = model.pretrained_cfg
     state = model.state_dict()
-    assert cfg["input_size"] == (3, 32, 32) and len(cfg["mean"]) == len(cfg["std"]) == 3
+    assert cfg["input_size"] in ((3, 32, 32), (3, 224, 224)) and len(cfg["mean"]) == len(cfg["std"]) == 3
     assert cfg["first_conv"] + ".weight" in state
     assert cfg["classifier"] + ".weight" in state
     assert state[cfg["classifier"] + ".weight"].shape[0] == model.num_classes
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
+def test_reset_classifier_changes_the_logits(name):
+    model = timm.create_model(name).eval()
+    x = _input(model)
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (BATCH, model.num_features)
+    model.reset_classifier(0)
+    assert model(x).shape == (BATCH, model.num_features)
+    model.reset_classifier(7)
+    assert model(x).shape == (BATCH, 7)
+
+
+@pytest.mark.parametrize("name", DYNCONVNET_NAMES)
 def test_classifier_reset_and_pre_logits(name):
     model = timm.create_model(name).eval()
     x = _input(model)
@@ -63,20 +96,22 @@ def test_classifier_reset_and_pre_logits(name):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_create_with_other_classes_and_channels(name):
     model = timm.create_model(name, num_classes=0, in_chans=1)
-    assert model(torch.randn(BATCH, 1, 32, 32)).shape == (BATCH, model.num_features)
-    assert timm.create_model(name, num_classes=20)(torch.randn(BATCH, 3, 32, 32)).shape == (BATCH, 20)
+    assert model(_input(model, channels=1)).shape == (BATCH, model.num_features)
+    model = timm.create_model(name, num_classes=20)
+    assert model(_input(model)).shape == (BATCH, 20)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_features_only_matches_feature_info(name):
     model = timm.create_model(name, features_only=True)
-    outputs = model(torch.randn(BATCH, 3, 32, 32))
+    size = min(model.pretrained_cfg["input_size"][-1], REDUCED_SIZE)
+    outputs = model(torch.randn(BATCH, 3, size, size))
     assert len(outputs) == len(model.feature_info.channels())
     info = zip(model.feature_info.channels(), model.feature_info.reduction(), strict=True)
     for out, (channels, reduction) in zip(outputs, info, strict=True):
         # reductions are nominal: an unpadded stem (32 -> 31) floors every later size by one
         assert out.shape[:2] == (BATCH, channels) and out.shape[2] == out.shape[3]
-        assert 32 // reduction - 1 <= out.shape[2] <= 32 // reduction
+        assert size // reduction - 1 <= out.shape[2] <= size // reduction
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -86,12 +121,14 @@ def test_state_dict_round_trip(name):
     torch.manual_seed(1)
     target = timm.create_model(name).eval()
     x = _input(source)
-    assert not torch.allclose(source(x), target(x))
+    assert not torch.allclose(source(x), target(x), rtol=1e-3, atol=0)  # relative: deep eval-mode nets start tiny
     target.load_state_dict(source.state_dict())
     torch.testing.assert_close(target(x), source(x), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+# the papers' models add nothing for the compiler beyond their blocks, which the CIFAR variants of every family cover;
+# one of them is compiled whole (each ImageNet-size compile takes 15-60 s on the CI's 2 cores)
+@pytest.mark.parametrize("name", DYNCONVNET_NAMES + ["od_resnet18"])
 def test_compiled_output_equals_eager(name):
     model = timm.create_model(name).eval()
     x = _input(model)
@@ -127,10 +164,10 @@ def test_batch_size_one_trains(name):
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", DYNCONVNET_NAMES)
 def test_config_fields_override_through_create_model(name):
-    model = timm.create_model(name, num_convs=3)
-    assert model.cfg.num_convs == 3
+    model = timm.create_model(name, num_experts=3)
+    assert model.cfg.num_experts == 3
     assert model(torch.randn(BATCH, 3, 32, 32)).shape == (BATCH, model.num_classes)
 
 
@@ -157,16 +194,18 @@ def test_forward_intermediates_follow_timm_semantics(name):
         torch.testing.assert_close(final, model.forward_features(x))
         assert [t.shape[1] for t in intermediates] == [info["num_chs"] for info in model.feature_info]
         assert [x.shape[-1] // t.shape[-1] for t in intermediates] == [
-            info["reduction"] for info in model.feature_info] or model.cfg.stem == "patch"
+            info["reduction"] for info in model.feature_info] or getattr(model, "cfg", None).stem == "patch"
         last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
         assert len(last_two) == 2 and torch.equal(last_two[-1], intermediates[-1])
         first, only_first = model.forward_intermediates(x, indices=[0], stop_early=True)
-        assert torch.equal(first, intermediates[0]) and torch.equal(only_first[0], intermediates[0])
-    with pytest.raises(ValueError, match="NCHW"):
-        model.forward_intermediates(x, output_fmt="NHWC")
+        assert torch.equal(only_first[0], intermediates[0])
+    if name in DYNCONVNET_NAMES:  # timm's ResNet returns the features after its stem's pooling here, and asserts
+        assert torch.equal(first, intermediates[0])
+        with pytest.raises(ValueError, match="NCHW"):
+            model.forward_intermediates(x, output_fmt="NHWC")
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", DYNCONVNET_NAMES)
 def test_prune_intermediate_layers_keeps_what_is_asked(name):
     model = timm.create_model(name).eval()
     x = _input(model)
@@ -196,4 +235,48 @@ def test_fx_feature_extraction_equals_forward_intermediates(name):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_pool_size_is_the_final_feature_map(name):
     model = timm.create_model(name).eval()
-    assert tuple(model.forward_features(_input(model)).shape[-2:]) == model.pretrained_cfg["pool_size"]
+    with torch.no_grad():  # at the full input size: pool_size is stated for it
+        features = model.forward_features(torch.randn(1, *model.pretrained_cfg["input_size"]))
+    assert tuple(features.shape[-2:]) == model.pretrained_cfg["pool_size"]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_device_and_dtype_construction_kwargs(name):
+    # timm's convention: every parameter and buffer is created where and as asked, none on the default device
+    meta = timm.create_model(name, device="meta")
+    tensors = dict(meta.named_parameters()) | dict(meta.named_buffers())
+    assert [n for n, t in tensors.items() if t.device.type != "meta"] == []
+    double = timm.create_model(name, dtype=torch.float64).eval()
+    tensors = dict(double.named_parameters()) | dict(double.named_buffers())
+    assert [n for n, t in tensors.items() if t.is_floating_point() and t.dtype != torch.float64] == []
+    assert double(_input(double).double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_empty_batch_flows_through(name):
+    model = timm.create_model(name)
+    for train in (True, False):
+        model.train(train)
+        x = _input(model, batch=0).requires_grad_()
+        out = model(x)
+        assert out.shape == (0, model.num_classes)
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("name", DYNCONVNET_NAMES)  # the papers' models start with timm's static stem
+def test_wrong_input_dtype_gets_one_clear_message(name):
+    model = timm.create_model(name).eval()
+    with pytest.raises(ValueError, match=r"dtype torch.float32.*got torch.float64"):
+        model(_input(model).double())
+    with pytest.raises(ValueError, match=r"floating-point.*got torch.uint8"):
+        model(_input(model).to(torch.uint8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for itself, so any float input is fine
+        assert model(_input(model).bfloat16()).shape == (BATCH, model.num_classes)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_torchscript_is_declared_unsupported(name):
+    # like the timm models its tests exclude from scripting: docs/models.rst says so and points at torch.export and
+    # ONNX; if scripting starts to work, the docs must change
+    with pytest.raises(RuntimeError):  # torch.jit's frontend errors
+        torch.jit.script(timm.create_model(name))
