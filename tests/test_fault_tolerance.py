@@ -83,16 +83,26 @@ def test_kill_during_training_then_resume(fake_cifar_root, tmp_path, uninterrupt
     assert _metrics(run_dir) == uninterrupted
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(fake_cifar_root, tmp_path, capsys):
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(fake_cifar_root, tmp_path, capsys,
+                                                                          monkeypatch):
+    original = torch.nn.functional.cross_entropy
+    calls = {"n": 0}
+
+    def nan_in_the_second_epoch(*args, **kwargs):  # 16 training steps per epoch, then the evaluation's calls
+        calls["n"] += 1
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 16 and torch.is_grad_enabled() else loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", nan_in_the_second_epoch)
     run_dir = tmp_path / "run"
-    args = [*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "2", "--lr", "1e30", "--warmup-epochs", "0"]
-    assert train.main([*args, "--out", str(run_dir)]) == 2
+    assert train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "2", "--out", str(run_dir)]) == 2
     error = capsys.readouterr().err
     assert "non-finite at step" in error and "--on-nan skip" in error
+    # the first epoch finished and was checkpointed; the failing second epoch must not have overwritten it
     checkpoints = run_dir / "checkpoints"
-    if (checkpoints / "last.json").exists():
-        weights, _ = load_checkpoint(checkpoints)
-        assert all(torch.isfinite(t).all() for t in weights.values())
+    assert json.loads((checkpoints / "last.json").read_text())["epoch"] == 0
+    weights, _ = load_checkpoint(checkpoints)
+    assert all(torch.isfinite(t).all() for t in weights.values())
 
 
 def test_skip_mode_skips_non_finite_steps(fake_cifar_root, tmp_path, monkeypatch):

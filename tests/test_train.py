@@ -179,8 +179,6 @@ def test_real_data_smoke_run_is_well_above_chance(tmp_path):
     run_dir = tmp_path / "run"
     args = ["--preset", "cpu", "--no-compile", "--model", "dynconv_cifar_tiny", "--subset", "12800",
             "--test-subset", "2000", "--epochs", "2", "--batch-size", "64", "--lr", "0.1", "--out", str(run_dir)]
-    start = time.perf_counter()
     assert train.main(args) == 0
     accuracy = json.loads((run_dir / "summary.json").read_text())["test_acc"]
-    assert accuracy >= 0.40, f"{accuracy:.3f} after 400 steps"
-    assert time.perf_counter() - start < 300
+    assert accuracy >= 0.40, f"{accuracy:.3f} after 400 steps"  # its speed is the benchmarks' business, not a test's
