@@ -182,3 +182,34 @@ def test_real_data_smoke_run_is_well_above_chance(tmp_path):
     assert train.main(args) == 0
     accuracy = json.loads((run_dir / "summary.json").read_text())["test_acc"]
     assert accuracy >= 0.40, f"{accuracy:.3f} after 400 steps"  # its speed is the benchmarks' business, not a test's
+
+
+def test_runs_aggregates_the_seeds_and_each_seed_folder_resumes(fake_cifar_root, tmp_path):
+    run_dir = tmp_path / "runs"
+    assert train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--subset", "256", "--test-subset", "128",
+                       "--epochs", "1", "--runs", "2", "--seed", "3", "--out", str(run_dir)]) == 0
+    aggregate = json.loads((run_dir / "runs.json").read_text())
+    seeds = [json.loads((run_dir / f"seed{seed}" / "summary.json").read_text()) for seed in (3, 4)]
+    assert aggregate["runs"] == 2
+    assert aggregate["test_acc"]["mean"] == pytest.approx(sum(s["test_acc"] for s in seeds) / 2)
+    for seed in (3, 4):
+        config = json.loads((run_dir / f"seed{seed}" / "config.json").read_text())
+        assert config["seed"] == seed and config["runs"] == 1 and config["preset"] == "cpu"
+    # a seed's folder is a run folder of its own: it resumes (here: one more epoch)
+    assert train.main(["--resume", str(run_dir / "seed4"), "--epochs", "2", "--allow-config-change"]) == 0
+    assert len((run_dir / "seed4" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--model", "no_such_model"], ["--model", "'no_such_model'", "dynconv_cifar_tiny"]),
+    (["--model", "dynconv_cifar_tiny", "--num-experts", "0"], ["num_experts", "0"]),
+    (["--model", "dynconv_cifar_tiny", "--block", "dense"], ["block", "dense"]),
+    (["--model", "resnet18", "--block", "static"], ["--model resnet18", "block"]),
+])
+def test_a_model_that_cannot_be_built_fails_before_the_run_folder_exists(flags, words, fake_cifar_root, tmp_path,
+                                                                          capsys):
+    run_dir = tmp_path / "run"
+    assert train.main([*QUICK, "--data-dir", str(fake_cifar_root), *flags, "--out", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert all(word in error for word in words), error
+    assert not run_dir.exists()  # nothing written: the same --out works once the flag is fixed

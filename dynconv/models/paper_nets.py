@@ -42,6 +42,7 @@ __all__ = ["PAPER_MODELS", "PUBLISHED_COUNTS", "count_parameters_and_multiply_ad
 Placement = Mapping[Type[nn.Module], Tuple[str, ...]]
 
 RESNET_BLOCKS: Placement = {BasicBlock: ("conv1", "conv2"), Bottleneck: ("conv1", "conv2", "conv3")}
+# timm's ResNet shortcuts are nn.Sequential(conv, norm); no other Sequential of resnet18/50 starts with a convolution
 RESNET_BLOCKS_AND_SHORTCUTS: Placement = {**RESNET_BLOCKS, nn.Sequential: ("0",)}
 MOBILENETV2_BLOCKS: Placement = {InvertedResidual: ("conv_pw", "conv_dw", "conv_pwl"),
                                  DepthwiseSeparableConv: ("conv_dw", "conv_pw"), EfficientNet: ("conv_head",)}

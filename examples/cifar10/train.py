@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from dynconv import RoutingRecorder, routing_modules, temperature_schedule
+from dynconv.models import list_models
 
 from cifar10_recipe.checkpoint import (
     BEST,
@@ -121,15 +122,29 @@ def configure_execution(config: TrainConfig, device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def model_arguments(config: TrainConfig) -> Dict[str, Any]:
+    """The ``timm.create_model`` arguments the configuration sets (the model's own defaults for the rest)."""
+    overrides = {name: getattr(config, name) for name in ("num_experts", "drop_rate", "block")
+                 if getattr(config, name) is not None}
+    return {"num_classes": config.num_classes, **overrides}
+
+
+def check_model(config: TrainConfig) -> None:
+    """Build the model on the meta device (no memory, no compute), so that a bad model name or override fails
+    before anything is written to the run folder."""
+    if not timm.is_model(config.model):
+        raise ValueError(f"--model {config.model!r} is not a registered model; dynconv's are "
+                         f"{', '.join(list_models())}")
+    try:
+        timm.create_model(config.model, device="meta", **model_arguments(config))
+    except ValueError:
+        raise
+    except Exception as error:  # an override the model does not take, e.g. --block for a timm ResNet
+        raise ValueError(f"--model {config.model} cannot be built with {model_arguments(config)}: {error}") from None
+
+
 def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
-    overrides: Dict[str, Any] = {}
-    if config.num_experts is not None:
-        overrides["num_experts"] = config.num_experts
-    if config.drop_rate is not None:
-        overrides["drop_rate"] = config.drop_rate
-    if config.block is not None:
-        overrides["block"] = config.block
-    model = timm.create_model(config.model, num_classes=config.num_classes, **overrides).to(device)
+    model = timm.create_model(config.model, **model_arguments(config)).to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
@@ -493,6 +508,16 @@ def run(config: TrainConfig, run_dir: Path, resume: bool = False, preset: str = 
     return summary
 
 
+def write_config(run_dir: Path, preset: str, config: TrainConfig) -> None:
+    """Write the run folder's ``config.json`` (the preset's name and every resolved field)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({"preset": preset, **config.to_dict()}, indent=2) + "\n")
+    except OSError as error:
+        raise TrainingError(f"cannot write to the run directory {run_dir} ({error.strerror}); choose another --out"
+                            ) from None
+
+
 def run_seeds(config: TrainConfig, run_dir: Path, preset: str, distributed: Distributed = SINGLE_PROCESS,
               device: Optional[torch.device] = None, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """``config.runs`` runs with seeds seed, seed+1, ... in ``run_dir/seed<N>``; writes and returns the aggregate.
@@ -500,10 +525,15 @@ def run_seeds(config: TrainConfig, run_dir: Path, preset: str, distributed: Dist
     Training time is the median over runs, robust to a first run that pays for torch.compile.
     """
     data = load_cifar10(config.data_dir, config.download).subset(config.subset, config.test_subset)
-    summaries = [run(dataclasses.replace(config, seed=config.seed + index, runs=1),
-                     run_dir / f"seed{config.seed + index}", preset=preset, data=data, distributed=distributed,
-                     device=device, argv=argv)
-                 for index in range(config.runs)]
+    summaries = []
+    for index in range(config.runs):
+        seed_config = dataclasses.replace(config, seed=config.seed + index, runs=1)
+        seed_dir = run_dir / f"seed{seed_config.seed}"
+        if distributed.is_main:
+            # each seed's folder is a complete run folder of its own, so `--resume seed<N>` continues it
+            write_config(seed_dir, preset, seed_config)
+        summaries.append(run(seed_config, seed_dir, preset=preset, data=data, distributed=distributed, device=device,
+                             argv=argv))
     aggregate = {"runs": config.runs, "test_acc": spread(summaries, "test_acc"),
                  "test_acc_tta": spread(summaries, "test_acc_tta"),
                  "train_s_median": statistics.median(s["train_s"] for s in summaries),
@@ -595,16 +625,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             names = [str(run_dir)]
             dist.broadcast_object_list(names, src=0)
             run_dir = Path(names[0])
+        check_model(config)
         if distributed.is_main:
             if not args.resume and (run_dir / "config.json").exists():
                 raise ValueError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / "config.json").write_text(
-                    json.dumps({"preset": preset, **config.to_dict()}, indent=2) + "\n")
-            except OSError as error:
-                raise TrainingError(f"cannot write to the run directory {run_dir} ({error.strerror}); choose "
-                                    "another --out") from None
+            write_config(run_dir, preset, config)
         if config.runs > 1:
             run_seeds(config, run_dir, preset, distributed, device, argv=command)
         else:
