@@ -104,8 +104,8 @@ def test_create_with_other_classes_and_channels(name):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_features_only_matches_feature_info(name):
     model = timm.create_model(name, features_only=True)
-    size = min(model.pretrained_cfg["input_size"][-1], REDUCED_SIZE)
-    outputs = model(torch.randn(BATCH, 3, size, size))
+    size = _size(model)
+    outputs = model(_input(model))
     assert len(outputs) == len(model.feature_info.channels())
     info = zip(model.feature_info.channels(), model.feature_info.reduction(), strict=True)
     for out, (channels, reduction) in zip(outputs, info, strict=True):

@@ -22,18 +22,21 @@ def _randomise(layer: torch.nn.Module, seed: int) -> None:
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
-def _input(in_channels: int, seed: int) -> torch.Tensor:
-    return torch.randn(3, in_channels, 9, 9, generator=torch.Generator().manual_seed(seed + 100))
+def _layer_and_input(layer_cls, geometry, mode: str, seed: int, **kwargs):
+    """A layer of ``geometry`` with fresh random parameters, and a fresh random (3, C_in, 9, 9) input."""
+    in_channels, out_channels, kernel_size, stride, groups, num_experts = geometry
+    layer = layer_cls(in_channels, out_channels, kernel_size, stride, groups=groups, num_experts=num_experts,
+                      mode=mode, **kwargs)
+    _randomise(layer, seed)
+    x = torch.randn(3, in_channels, 9, 9, generator=torch.Generator().manual_seed(seed + 100))
+    return layer, x
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_condconv_matches_the_paper(geometry, mode):
-    in_channels, out_channels, kernel_size, stride, groups, num_experts = geometry
-    layer = CondConv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=True,
-                       num_experts=num_experts, temperature=1.5, mode=mode)
-    _randomise(layer, seed=1)
-    x = _input(in_channels, seed=1)
+    _, _, kernel_size, stride, groups, _ = geometry
+    layer, x = _layer_and_input(CondConv2d, geometry, mode, seed=1, bias=True, temperature=1.5)
     expected = paper_reference.condconv(
         x, layer.experts, layer.bias, layer.routing.fc.weight, layer.routing.fc.bias, stride, kernel_size // 2, groups,
         temperature=1.5)
@@ -43,11 +46,8 @@ def test_condconv_matches_the_paper(geometry, mode):
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_dynamic_convolution_matches_the_paper(geometry, mode):
-    in_channels, out_channels, kernel_size, stride, groups, num_experts = geometry
-    layer = DyConv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=True, num_experts=num_experts,
-                     temperature=3.0, mode=mode)
-    _randomise(layer, seed=2)
-    x = _input(in_channels, seed=2)
+    _, _, kernel_size, stride, groups, _ = geometry
+    layer, x = _layer_and_input(DyConv2d, geometry, mode, seed=2, bias=True, temperature=3.0)
     fc1, fc2 = layer.routing.hidden[0], layer.routing.fc
     expected = paper_reference.dynamic_convolution(
         x, layer.experts, layer.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias, stride, kernel_size // 2, groups,
@@ -58,11 +58,8 @@ def test_dynamic_convolution_matches_the_paper(geometry, mode):
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 @pytest.mark.parametrize("mode", ["grouped", "bmm"])
 def test_odconv_matches_the_paper(geometry, mode):
-    in_channels, out_channels, kernel_size, stride, groups, num_experts = geometry
-    layer = ODConv2d(in_channels, out_channels, kernel_size, stride, groups=groups, num_experts=num_experts,
-                     temperature=2.0, mode=mode)
-    _randomise(layer, seed=3)
-    x = _input(in_channels, seed=3)
+    _, _, kernel_size, stride, groups, _ = geometry
+    layer, x = _layer_and_input(ODConv2d, geometry, mode, seed=3, temperature=2.0)
     attention = layer.attention
 
     def head(linear):
@@ -79,16 +76,13 @@ def test_odconv_matches_the_paper(geometry, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_condconv_equals_timm_condconv2d_with_the_same_weights(geometry, mode):
     in_channels, out_channels, kernel_size, stride, groups, num_experts = geometry
-    ours = CondConv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=True,
-                      num_experts=num_experts, mode=mode)
-    _randomise(ours, seed=4)
+    ours, x = _layer_and_input(CondConv2d, geometry, mode, seed=4, bias=True)
     theirs = TimmCondConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups,
                             bias=True, num_experts=num_experts)
     with torch.no_grad():
         # both store the experts flat, (K, C_out * C_in / groups * k * k), and one bias per expert
         theirs.weight.copy_(ours.weight)
         theirs.bias.copy_(ours.bias)
-    x = _input(in_channels, seed=4)
     # timm's layer takes the routing weights as an argument (its EfficientNet blocks compute them outside)
     routing = torch.sigmoid(x.mean(dim=(2, 3)) @ ours.routing.fc.weight.T + ours.routing.fc.bias)
     torch.testing.assert_close(ours(x), theirs(x, routing), atol=1e-4, rtol=1e-4)

@@ -77,7 +77,6 @@ def _branch_block(in_channels: int, out_channels: int, *, num_experts: int, kern
     check_positive_int("num_experts", num_experts)
     sizes = per_branch_kernel_sizes(kernel_size, num_experts)
     if num_experts == 1:
-        kwargs.pop("mode", None)
         return _static_block(in_channels, out_channels, kernel_size=sizes, stride=stride, act_layer=act_layer,
                              norm_layer=norm_layer, device=device, dtype=dtype, kind="branch (K=1)", **kwargs)
     if "mode" in kwargs:
@@ -86,9 +85,7 @@ def _branch_block(in_channels: int, out_channels: int, *, num_experts: int, kern
                         norm_layer=norm_layer, device=device, dtype=dtype, **kwargs)
 
 
-@register_block("static")
-def _static(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
-    return _static_block(in_channels, out_channels, **kwargs)
+register_block("static")(_static_block)
 
 
 def _kernel_mixing_builder(kind: str, layer: Type[nn.Module]) -> BlockBuilder:

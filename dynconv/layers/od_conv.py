@@ -122,9 +122,8 @@ class ODConv2d(ExpertConv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, False,
                          num_experts, mode, modes, **dd)
         self.attention = OmniAttention(in_channels, out_channels, kernel_size, num_experts, groups=groups,
-                                       rd_ratio=rd_ratio,
-                                       rd_channels=rd_channels, rd_divisor=rd_divisor, temperature=temperature,
-                                       **dd)
+                                       rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor,
+                                       temperature=temperature, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.weight.dtype)

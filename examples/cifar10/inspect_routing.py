@@ -20,7 +20,7 @@ import torch
 from dynconv import RoutingRecorder, routing_statistics
 
 from cifar10_recipe.checkpoint import MANIFEST, CheckpointError, load_weights
-from cifar10_recipe.config import upgrade_config_dict
+from cifar10_recipe.config import TrainConfig, model_arguments, upgrade_config_dict
 from cifar10_recipe.data import CLASSES, DatasetError, load_cifar10
 from cifar10_recipe.shipping import normalised_batches
 
@@ -36,9 +36,8 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
             raise CheckpointError(f"--run {args.run}: no {manifest}; is it a run folder with a checkpoint?")
         path = manifest.parent / json.loads(manifest.read_text())["weights"]
     weights, info = load_weights(path)
-    config = upgrade_config_dict(info["config"])
-    overrides = {k: config[k] for k in ("num_experts", "block", "drop_rate") if config.get(k) is not None}
-    model = timm.create_model(config["model"], num_classes=config["num_classes"], **overrides)
+    config = TrainConfig(**upgrade_config_dict(info["config"]))
+    model = timm.create_model(config.model, **model_arguments(config))
     model.load_state_dict(weights)
     return model
 

@@ -51,6 +51,7 @@ from cifar10_recipe.config import (
     add_config_arguments,
     config_differences,
     load_config_file,
+    model_arguments,
     presets_help,
     resolve_config,
     upgrade_config_dict,
@@ -122,25 +123,19 @@ def configure_execution(config: TrainConfig, device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def model_arguments(config: TrainConfig) -> Dict[str, Any]:
-    """The ``timm.create_model`` arguments the configuration sets (the model's own defaults for the rest)."""
-    overrides = {name: getattr(config, name) for name in ("num_experts", "drop_rate", "block")
-                 if getattr(config, name) is not None}
-    return {"num_classes": config.num_classes, **overrides}
-
-
 def check_model(config: TrainConfig) -> None:
     """Build the model on the meta device (no memory, no compute), so that a bad model name or override fails
     before anything is written to the run folder."""
     if not timm.is_model(config.model):
         raise ValueError(f"--model {config.model!r} is not a registered model; dynconv's are "
                          f"{', '.join(list_models())}")
+    arguments = model_arguments(config)
     try:
-        timm.create_model(config.model, device="meta", **model_arguments(config))
+        timm.create_model(config.model, device="meta", **arguments)
     except ValueError:
         raise
     except Exception as error:  # an override the model does not take, e.g. --block for a timm ResNet
-        raise ValueError(f"--model {config.model} cannot be built with {model_arguments(config)}: {error}") from None
+        raise ValueError(f"--model {config.model} cannot be built with {arguments}: {error}") from None
 
 
 def build_model(config: TrainConfig, device: torch.device) -> nn.Module:

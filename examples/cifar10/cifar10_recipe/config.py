@@ -167,6 +167,13 @@ def presets_help() -> str:
     return "\n".join(lines)
 
 
+def model_arguments(config: TrainConfig) -> Dict[str, Any]:
+    """The ``timm.create_model`` arguments the configuration sets (the model's own defaults for the rest)."""
+    overrides = {name: getattr(config, name) for name in ("num_experts", "drop_rate", "block")
+                 if getattr(config, name) is not None}
+    return {"num_classes": config.num_classes, **overrides}
+
+
 #: Configuration keys renamed since runs were first recorded: old name -> new name.
 RENAMED_KEYS = {"num_convs": "num_experts"}
 
