@@ -16,7 +16,7 @@ from cifar10_recipe.checkpoint import CheckpointError, load_checkpoint, load_wei
 
 HERE = Path(__file__).parent
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
-ARGS = ["--preset", "cpu", "--no-compile", "--subset", "2048", "--test-subset", "256", "--batch-size", "128",
+ARGS = ["--preset", "cpu", "--subset", "2048", "--test-subset", "256", "--batch-size", "128",
         "--threads", "2", "--epochs", "3", "--deterministic", "--progress", "off"]
 
 
@@ -93,7 +93,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(fake_
         loss = original(*args, **kwargs)
         return loss * float("nan") if calls["n"] > 16 and torch.is_grad_enabled() else loss
 
-    monkeypatch.setattr(train.F, "cross_entropy", nan_in_the_second_epoch)
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", nan_in_the_second_epoch)
     run_dir = tmp_path / "run"
     assert train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "2", "--out", str(run_dir)]) == 2
     error = capsys.readouterr().err
@@ -114,7 +114,7 @@ def test_skip_mode_skips_non_finite_steps(fake_cifar_root, tmp_path, monkeypatch
         loss = original(*args, **kwargs)
         return loss * float("nan") if calls["n"] % 5 == 0 else loss
 
-    monkeypatch.setattr(train.F, "cross_entropy", sometimes_nan)
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", sometimes_nan)
     run_dir = tmp_path / "run"
     assert train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--on-nan", "skip",
                        "--out", str(run_dir)]) == 0

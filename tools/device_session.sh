@@ -21,7 +21,7 @@ stages=" ${STAGES:-fast benchmarks coursework fast_compile} "
   stage benchmarks "${BENCH_S:-110}" env BUDGET_S=0.03 bash benchmarks/gpu_check.sh
   stage coursework "${COURSEWORK_S:-285}" env SEEDS="${COURSEWORK_SEEDS:-0 1}" WORKERS=6 \
     LIMIT_S=$(( ${COURSEWORK_S:-285} - 15 )) EXTRA_ARGS="--channels-last" bash examples/cifar10/gpu_coursework.sh
-  stage fast_compile "${FAST_COMPILE_S:-60}" env NAME=fast_compile RUNS=3 EXTRA_ARGS="--compile" \
+  stage fast_compile "${FAST_COMPILE_S:-60}" env NAME=fast_compile RUNS=3 EXTRA_ARGS="--compile default" \
     bash examples/cifar10/gpu_fast.sh
   date -u
 } 2>&1 | tee "$OUT/session.log"

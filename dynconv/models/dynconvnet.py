@@ -1,9 +1,9 @@
 """DynConvNet: a plain stack of dynamic-convolution blocks in segments, then a classifier head.
 
-The coursework model (``../shared/docs/coursework.md``, sections 2.1-2.4): a backbone of N blocks built segment by
-segment, each block a K-branch dynamic convolution (:class:`~dynconv.layers.DynamicBlock`), followed by global
-average pooling and an MLP classifier. The coursework gave neither widths, depths nor K; the variants registered
-below are our choices, documented with parameters and FLOPs in the model zoo.
+The coursework model (sections 2.1-2.4 of the coursework report this project started from): a backbone of N
+blocks built segment by segment, each block a K-branch dynamic convolution (:class:`~dynconv.layers.DynamicBlock`),
+followed by global average pooling and an MLP classifier. The coursework gave neither widths, depths nor K; the
+variants registered below are our choices, documented with parameters and FLOPs in the model zoo.
 
 The architecture is data (:class:`DynConvNetCfg`), so a variant is one config and a three-line entrypoint, and any
 config field can be overridden through ``timm.create_model(name, field=value)``.
@@ -36,9 +36,6 @@ __all__ = ["DynConvNet", "DynConvNetCfg", "CIFAR10_MEAN", "CIFAR10_STD"]
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 #: Per-channel standard deviation of the CIFAR-10 training images (RGB, pixel values in [0, 1]).
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-# the coursework normalised with 0.5 / 0.5; models trained with its recipe carry these in their cfg
-COURSEWORK_MEAN = (0.5, 0.5, 0.5)
-COURSEWORK_STD = (0.5, 0.5, 0.5)
 
 _DOWNSAMPLE_KINDS = ("maxpool", "stride", "conv_pool")
 _STEM_KINDS = ("conv", "patch")
@@ -427,11 +424,11 @@ def _cfg(variant: str, **kwargs) -> Dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    "dynconv_cifar": _cfg("dynconv_cifar", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
-    "dynconv_cifar_static": _cfg("dynconv_cifar_static", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
-    "dynconv_cifar_condconv": _cfg("dynconv_cifar_condconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
-    "dynconv_cifar_dyconv": _cfg("dynconv_cifar_dyconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
-    "dynconv_cifar_odconv": _cfg("dynconv_cifar_odconv", mean=COURSEWORK_MEAN, std=COURSEWORK_STD),
+    "dynconv_cifar": _cfg("dynconv_cifar"),
+    "dynconv_cifar_static": _cfg("dynconv_cifar_static"),
+    "dynconv_cifar_condconv": _cfg("dynconv_cifar_condconv"),
+    "dynconv_cifar_dyconv": _cfg("dynconv_cifar_dyconv"),
+    "dynconv_cifar_odconv": _cfg("dynconv_cifar_odconv"),
     "dynconv_cifar_tiny.cpu_cifar10local": _cfg(
         "dynconv_cifar_tiny", file=_pretrained_file("dynconv_cifar_tiny", "cpu_cifar10local")),
     "dynconv_cifar_tiny_static.cpu_cifar10local": _cfg(

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -20,15 +20,19 @@ import torch
 from dynconv import RoutingRecorder, routing_statistics
 
 from cifar10_recipe.checkpoint import MANIFEST, CheckpointError, load_weights
-from cifar10_recipe.config import TrainConfig, model_arguments, upgrade_config_dict
+from cifar10_recipe.config import NORMALIZATIONS, TrainConfig, model_arguments, upgrade_config_dict
 from cifar10_recipe.data import CLASSES, DatasetError, load_cifar10
 from cifar10_recipe.shipping import normalised_batches
 
+Normalization = Tuple[Sequence[float], Sequence[float]]
 
-def load_model(args: argparse.Namespace) -> torch.nn.Module:
-    """The model to inspect: shipped weights, a checkpoint, or a run folder's final weights."""
+
+def load_model(args: argparse.Namespace) -> Tuple[torch.nn.Module, Normalization]:
+    """The model to inspect (shipped weights, a checkpoint, or a run folder's final weights) and the mean and std its
+    inputs were normalised with in training."""
     if args.pretrained:
-        return timm.create_model(args.pretrained, pretrained=True)
+        model = timm.create_model(args.pretrained, pretrained=True)
+        return model, (model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
     path = Path(args.checkpoint) if args.checkpoint else None
     if args.run:
         manifest = Path(args.run) / "checkpoints" / MANIFEST
@@ -39,21 +43,23 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
     config = TrainConfig(**upgrade_config_dict(info["config"]))
     model = timm.create_model(config.model, **model_arguments(config))
     model.load_state_dict(weights)
-    return model
+    return model, NORMALIZATIONS[config.normalization]
 
 
 @torch.no_grad()
-def record_routing(model: torch.nn.Module, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Every block's (N, K) routing weights on uint8 ``images``, normalised with the model's pretrained cfg."""
+def record_routing(model: torch.nn.Module, images: torch.Tensor, normalization: Normalization
+                   ) -> Dict[str, torch.Tensor]:
+    """Every block's (N, K) routing weights on uint8 ``images``, normalised with ``normalization`` (mean, std)."""
     model.eval()
     with RoutingRecorder(model) as recorder:
-        for batch in normalised_batches(model, images):
+        for batch in normalised_batches(images, *normalization):
             model(batch)
     return recorder.weights
 
 
-def inspect(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, Any]:
-    weights = record_routing(model, images)
+def inspect(model: torch.nn.Module, normalization: Normalization, images: torch.Tensor, labels: torch.Tensor
+            ) -> Dict[str, Any]:
+    weights = record_routing(model, images, normalization)
     return {"num_images": len(labels), "classes": list(CLASSES),
             "blocks": {name: routing_statistics(w, labels, len(CLASSES)).to_dict() for name, w in weights.items()}}
 
@@ -105,9 +111,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     import dynconv  # noqa: F401  (registers the models)
 
     try:
-        model = load_model(args)
+        model, normalization = load_model(args)
         data = load_cifar10(args.data_dir).subset(0, args.test_subset)
-        result = inspect(model, data.test_images, data.test_labels)
+        result = inspect(model, normalization, data.test_images, data.test_labels)
     except (CheckpointError, DatasetError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 import dynconv
 
 from cifar10_recipe.checkpoint import MANIFEST, load_weights
+from cifar10_recipe.config import NORMALIZATIONS, upgrade_config_dict
 from cifar10_recipe.data import load_cifar10
 from cifar10_recipe.shipping import CHECK_STRIDE, check_part, count_correct
 
@@ -44,6 +45,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     weights, _ = load_weights(args.run_dir / "checkpoints" / manifest["weights"])
     model = timm.create_model(args.model, num_classes=config["num_classes"])
     model.load_state_dict(weights)  # strict: the run must have trained exactly this architecture
+    mean, std = NORMALIZATIONS[upgrade_config_dict(config)["normalization"]]
+    if (tuple(mean), tuple(std)) != (tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"])):
+        raise SystemExit(f"{args.run_dir} normalised its inputs with mean {mean}, std {std}; register the tag's cfg "
+                         f"with those (the default cfg of {args.model} has {model.pretrained_cfg['mean']})")
 
     data = load_cifar10(args.data_dir)
     full_correct = count_correct(model, data.test_images, data.test_labels)

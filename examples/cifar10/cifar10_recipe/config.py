@@ -2,19 +2,30 @@
 
 A run's configuration is resolved as: dataclass defaults <- the preset's values <- flags given on the command line.
 The resolved configuration is written to ``config.json`` in the run directory.
+
+What each field is for is metadata on the field, not a list kept elsewhere: ``model=True`` fields are
+``timm.create_model`` arguments (:func:`model_arguments`), ``resumable=True`` fields may change when a run is resumed
+because they do not change what is computed (:func:`resumable_fields`).
 """
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from dynconv.models.dynconvnet import CIFAR10_MEAN, CIFAR10_STD
+
 from .presets import PRESETS
 
+#: Side of a CIFAR-10 image in pixels.
+IMAGE_SIZE = 32
 
-def _opt(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None):
-    return field(default=default, metadata={"help": help, "choices": choices})
+
+def _opt(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None, model: bool = False,
+         resumable: bool = False):
+    return field(default=default, metadata={"help": help, "choices": choices, "model": model, "resumable": resumable})
 
 
 @dataclass(frozen=True)
@@ -23,19 +34,23 @@ class TrainConfig:
 
     # model
     model: str = _opt("dynconv_cifar", "registered timm model name")
-    num_experts: Optional[int] = _opt(None, "branches K of every dynamic block (default: the model's own)")
+    num_experts: Optional[int] = _opt(None, "branches K of every dynamic block (default: the model's own)", model=True)
     block: Optional[str] = _opt(None, "block kind of the model: branch, static, condconv, dyconv, odconv (default: the "
-                                      "model's own)")
-    num_classes: int = _opt(10, "logits of the classifier (the coursework used 20 for 10 classes)")
-    drop_rate: Optional[float] = _opt(None, "dropout of the classifier head (default: the model's own)")
+                                      "model's own)", model=True)
+    num_classes: int = _opt(10, "logits of the classifier (the coursework used 20 for 10 classes)", model=True)
+    drop_rate: Optional[float] = _opt(None, "dropout of the classifier head (default: the model's own)", model=True)
     # data
-    data_dir: Optional[str] = _opt(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT, else ./data)")
-    download: bool = _opt(False, "download CIFAR-10 with torchvision (md5-checked) if missing")
+    data_dir: Optional[str] = _opt(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT, else ./data)",
+                                   resumable=True)
+    download: bool = _opt(False, "download CIFAR-10 with torchvision (md5-checked) if missing", resumable=True)
     subset: int = _opt(0, "train on a fixed random selection of N training images (0: all 50000)")
     test_subset: int = _opt(0, "evaluate on a fixed random selection of N test images (0: all 10000)")
     loader: str = _opt("tensor", "data pipeline: torchvision (PIL transforms in workers) or tensor (on-device batches)",
                        ("torchvision", "tensor"))
-    workers: int = _opt(4, "DataLoader worker processes (torchvision loader)")
+    workers: int = _opt(4, "DataLoader worker processes (torchvision loader)", resumable=True)
+    normalization: str = _opt("cifar10", "input normalisation: cifar10 (the training set's per-channel mean and std) "
+                                         "or coursework (0.5 and 0.5, as the coursework did)",
+                              ("cifar10", "coursework"))
     crop_padding: int = _opt(4, "random-crop padding in pixels (0: no crop)")
     pad_mode: str = _opt("zeros", "random-crop padding mode", ("zeros", "reflect"))
     flip: str = _opt("random", "horizontal flips: random, alternate (airbench: flip every other epoch), none",
@@ -70,48 +85,62 @@ class TrainConfig:
                        "translations (airbench94's level 2)")
     eval_every: int = _opt(1, "evaluate every N epochs (the last epoch is always evaluated)")
     # execution
-    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
-    threads: int = _opt(0, "CPU threads for torch (0: torch's default)")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N", resumable=True)
+    threads: int = _opt(0, "CPU threads for torch (0: torch's default)", resumable=True)
     amp: str = _opt("auto", "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16, else off), bf16, "
                           "none", ("auto", "bf16", "none"))
     channels_last: bool = _opt(False, "channels-last memory format for model and batches")
-    compile: bool = _opt(False, "torch.compile the model")
+    compile: str = _opt("none", "torch.compile the train step: none, default, max-autotune, or reduce-overhead (CUDA "
+                                "graphs); evaluation stays eager",
+                        ("none", "default", "max-autotune", "reduce-overhead"))
     sync_bn: bool = _opt(False, "with several processes (torchrun): BatchNorm statistics over the global batch")
     seed: int = _opt(0, "random seed (weights, data order, augmentation)")
     runs: int = _opt(1, "train this many runs with seeds seed, seed+1, ... and report mean and std")
     deterministic: bool = _opt(False, "deterministic algorithms: identical metrics for identical seeds")
-    out: Optional[str] = _opt(None, "run directory (default: runs/<timestamp>-<preset>)")
-    save_every: int = _opt(1, "write the resume checkpoint every N epochs (and after the last)")
+    out: Optional[str] = _opt(None, "run directory (default: runs/<timestamp>-<preset>)", resumable=True)
+    save_every: int = _opt(1, "write the resume checkpoint every N epochs (and after the last)", resumable=True)
     on_nan: str = _opt("stop", "on a non-finite loss: stop (naming the step; checked every 50 steps) or skip the step "
-                               "(checked every step)", ("stop", "skip"))
-    progress: str = _opt("auto", "progress bar: auto (only on a terminal), on, off", ("auto", "on", "off"))
+                               "(checked every step)", ("stop", "skip"), resumable=True)
+    progress: str = _opt("auto", "progress bar: auto (only on a terminal), on, off", ("auto", "on", "off"),
+                         resumable=True)
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check_type(f, getattr(self, f.name))
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {getattr(self, f.name)!r}")
         for name in ("epochs", "batch_size", "eval_every", "cutout_holes", "runs", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("subset", "test_subset", "workers", "crop_padding", "cutout", "threads", "step_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if not self.bias_lr_scale > 0:
-            raise ValueError(f"--bias-lr-scale must be > 0, got {self.bias_lr_scale}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        if self.temperature_start < 0 or self.temperature_epochs <= 0:
-            raise ValueError(f"--temperature-start must be >= 0 and --temperature-epochs > 0, got "
-                             f"{self.temperature_start} and {self.temperature_epochs}")
+        for name in ("lr", "bias_lr_scale", "gamma", "temperature_epochs"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_epochs", "temperature_start"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("momentum", "ema_decay", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if self.drop_rate is not None and not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"--drop-rate must be in [0, 1), got {self.drop_rate}")
+        if self.num_classes < 1:
+            raise ValueError(f"--num-classes must be >= 1, got {self.num_classes}")
+        if self.num_experts is not None and self.num_experts < 1:
+            raise ValueError(f"--num-experts must be >= 1, got {self.num_experts}")
         if self.tta not in (0, 1, 2):
             raise ValueError(f"--tta must be 0, 1 or 2, got {self.tta}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+        if self.warmup_epochs > self.epochs:
             raise ValueError(f"--warmup-epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {getattr(self, f.name)!r}")
+        if self.crop_padding >= IMAGE_SIZE or self.cutout > IMAGE_SIZE:
+            raise ValueError(f"--crop-padding must be < {IMAGE_SIZE} and --cutout <= {IMAGE_SIZE} (the image side), "
+                             f"got {self.crop_padding} and {self.cutout}")
+        if self.loader == "torchvision" and (self.pad_mode != "zeros" or self.flip == "alternate"):
+            raise ValueError(f"--loader torchvision supports --pad-mode zeros and --flip random or none only, got "
+                             f"--pad-mode {self.pad_mode} --flip {self.flip} (use --loader tensor)")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +148,21 @@ class TrainConfig:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _check_type(f: dataclasses.Field, value: Any) -> None:
+    """Reject a value of the wrong type (a config.json edited by hand) and non-finite numbers, naming the flag."""
+    kind = _field_type(f)
+    if value is None and f.default is None:
+        return
+    # bool is an int to Python, but --epochs true is not a number of epochs
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+          isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+    if not ok:
+        raise ValueError(f"--{_flag(f.name)} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"--{_flag(f.name)} must be a finite number, got {value}")
 
 
 def _field_type(f: dataclasses.Field) -> type:
@@ -168,22 +212,49 @@ def presets_help() -> str:
 
 
 def model_arguments(config: TrainConfig) -> Dict[str, Any]:
-    """The ``timm.create_model`` arguments the configuration sets (the model's own defaults for the rest)."""
-    overrides = {name: getattr(config, name) for name in ("num_experts", "drop_rate", "block")
-                 if getattr(config, name) is not None}
-    return {"num_classes": config.num_classes, **overrides}
+    """The ``timm.create_model`` arguments the configuration sets: its ``model=True`` fields that are not ``None``
+    (``None`` keeps the model's own default)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.metadata["model"] and getattr(config, f.name) is not None}
 
+
+def resumable_fields() -> frozenset:
+    """Names of the fields that may change when a run is resumed (``resumable=True``): where and how it runs, not
+    what it computes."""
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
+
+
+#: Input normalisation (per-channel mean, std of pixel values in [0, 1]) by ``--normalization``; the coursework
+#: normalised with 0.5 and 0.5.
+NORMALIZATIONS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "coursework": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 #: Configuration keys renamed since runs were first recorded: old name -> new name.
 RENAMED_KEYS = {"num_convs": "num_experts"}
+# before --normalization existed, these models' cfgs carried the coursework's normalisation and the recipe used it
+_COURSEWORK_NORMALIZED_MODELS = ("dynconv_cifar", "dynconv_cifar_static", "dynconv_cifar_condconv",
+                                 "dynconv_cifar_dyconv", "dynconv_cifar_odconv")
 
 
 def upgrade_config_dict(values: Dict[str, Any]) -> Dict[str, Any]:
-    """A saved configuration with renamed keys (:data:`RENAMED_KEYS`) under their current names, so that runs and
-    checkpoints written before a rename still resume and load."""
-    return {RENAMED_KEYS.get(name, name): value for name, value in values.items()}
+    """A saved configuration in today's terms, so that runs and checkpoints written before a change still resume and
+    load: renamed keys (:data:`RENAMED_KEYS`) under their current names, and the normalisation they were trained with
+    where it was implicit."""
+    upgraded = {RENAMED_KEYS.get(name, name): value for name, value in values.items()}
+    if isinstance(upgraded.get("compile"), bool):  # before the modes, --compile was on or off
+        upgraded["compile"] = "default" if upgraded["compile"] else "none"
+    if "normalization" not in upgraded and "model" in upgraded:
+        upgraded["normalization"] = ("coursework" if upgraded["model"] in _COURSEWORK_NORMALIZED_MODELS
+                                     else "cifar10")
+    return upgraded
 
 
 def load_config_file(path) -> Dict[str, Any]:
-    with open(path) as file:
-        return upgrade_config_dict(json.load(file))
+    """A saved ``config.json`` as a dict in today's terms; ``ValueError`` naming the file if it is not a JSON object."""
+    try:
+        with open(path) as file:
+            values = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable configuration ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} is not a configuration: expected a JSON object, got {type(values).__name__}")
+    return upgrade_config_dict(values)

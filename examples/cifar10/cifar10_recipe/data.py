@@ -50,6 +50,11 @@ class Cifar10:
 
         Random rather than the first N, because some copies (the local one) store the test set class by class.
         """
+        for flag, keep, count in (("--subset", train, len(self.train_labels)),
+                                  ("--test-subset", test, len(self.test_labels))):
+            if keep > count:
+                raise DatasetError(f"{flag} {keep} asks for more images than the {count} in {self.root}")
+
         def pick(count: int, keep: int, seed: int):
             return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:keep] if keep else slice(None)
 
@@ -143,8 +148,12 @@ def load_cifar10(data_dir: Optional[str] = None, download: bool = False) -> Cifa
     if download and not (folder / TEST_FILE).is_file():
         from torchvision.datasets import CIFAR10
 
-        for train in (True, False):
-            CIFAR10(str(root), train=train, download=True)
+        try:
+            for train in (True, False):
+                CIFAR10(str(root), train=train, download=True)
+        except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError; a bad md5 a RuntimeError
+            raise DatasetError(f"--download could not fetch CIFAR-10 into {root} ({error}). Without network access, "
+                               f"copy {BATCH_FOLDER}/ there by hand or pass --data-dir pointing at a copy.") from None
     hint = (f"Looked in {folder} (from {source}). Pass --data-dir pointing at the folder that holds "
             f"{BATCH_FOLDER}/, set $CIFAR10_ROOT, or add --download to fetch it.")
     if not folder.is_dir():

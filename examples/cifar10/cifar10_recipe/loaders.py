@@ -11,7 +11,7 @@ sees exactly the batches an uninterrupted run sees, without snapshotting RNG sta
 epoch order across ``world_size`` processes for distributed training.
 """
 import math
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import augment_batch, draw_augmentation, torchvision_transforms
+from .config import NORMALIZATIONS, TrainConfig
+from .data import Cifar10
+from .distributed import SINGLE_PROCESS, Distributed
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -209,3 +212,28 @@ class TorchvisionLoader:
         for images, labels in self.loader:
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
             yield images, labels.to(self.device, non_blocking=True)
+
+
+Loader = Union[TensorLoader, TorchvisionLoader]
+
+
+def build_loaders(config: TrainConfig, data: Cifar10, device: torch.device,
+                  distributed: Distributed = SINGLE_PROCESS) -> Tuple[Loader, Loader]:
+    """The train and test loaders ``config`` describes; with several processes each gets its share of every global
+    batch. Images are normalised with ``--normalization``'s mean and std."""
+    mean, std = NORMALIZATIONS[config.normalization]
+    common = dict(device=device, mean=mean, std=std, crop_padding=config.crop_padding, pad_mode=config.pad_mode,
+                  flip=config.flip, cutout=config.cutout, cutout_holes=config.cutout_holes,
+                  channels_last=config.channels_last, seed=config.seed, rank=distributed.rank,
+                  world_size=distributed.world_size)
+    if config.loader == "torchvision":
+        loader_cls = TorchvisionLoader
+        common.update(workers=config.workers, persistent_workers=not config.deterministic)
+    else:
+        loader_cls = TensorLoader
+    batch_size = config.batch_size // distributed.world_size
+    # processes must run the same number of steps, so a distributed epoch drops its last partial global batch
+    train = loader_cls(data.train_images, data.train_labels, batch_size=batch_size, train=True,
+                       drop_last=distributed.enabled, **common)
+    test = loader_cls(data.test_images, data.test_labels, batch_size=max(batch_size, 500), train=False, **common)
+    return train, test

@@ -7,7 +7,7 @@ package with ``timm.create_model(name, pretrained=True)``.
 """
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Sequence, Tuple
 
 import torch
 from safetensors import safe_open
@@ -22,10 +22,11 @@ def check_part(images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor
     return images[::CHECK_STRIDE], labels[::CHECK_STRIDE]
 
 
-def normalised_batches(model: nn.Module, images: torch.Tensor) -> Iterator[torch.Tensor]:
-    """uint8 (N, C, H, W) images as float32 batches of ``EVAL_BATCH``, normalised with the model's pretrained cfg."""
-    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(model.pretrained_cfg["std"]).view(1, -1, 1, 1)
+def normalised_batches(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> Iterator[torch.Tensor]:
+    """uint8 (N, C, H, W) images as float32 batches of ``EVAL_BATCH``, normalised with per-channel ``mean`` and
+    ``std`` (of pixel values in [0, 1])."""
+    mean = torch.tensor(mean).view(1, -1, 1, 1)
+    std = torch.tensor(std).view(1, -1, 1, 1)
     for start in range(0, len(images), EVAL_BATCH):
         yield (images[start:start + EVAL_BATCH].float() / 255 - mean) / std
 
@@ -39,7 +40,8 @@ def count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
         - labels: (N,) int64
     """
     model.eval()
-    predictions = torch.cat([model(batch).argmax(dim=1) for batch in normalised_batches(model, images)])
+    batches = normalised_batches(images, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    predictions = torch.cat([model(batch).argmax(dim=1) for batch in batches])
     return int((predictions == labels).sum())
 
 

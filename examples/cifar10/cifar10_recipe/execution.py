@@ -1,0 +1,57 @@
+"""Where and how a run computes: the device, the precision, threads and determinism."""
+import os
+from contextlib import nullcontext
+from typing import ContextManager
+
+import torch
+
+from .config import TrainConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``--device`` names; ``ValueError`` if it is malformed or not on this machine.
+
+    ``auto`` is CUDA when available, else the CPU.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: the recipe runs on cpu or cuda")
+    return device
+
+
+def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the run computes in bf16: ``--amp auto`` picks it on CUDA and on CPUs with native bf16 (AVX-512 BF16
+    or AMX); elsewhere bf16 is emulated and, measured on a 2-core AVX2 EPYC, 8-11x slower than float32
+    (``benchmarks/results/cpu_precision.json``)."""
+    if config.amp != "auto":
+        return config.amp == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_context(config: TrainConfig, device: torch.device) -> ContextManager:
+    """The autocast context of the run's forward passes (a no-op in float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(config, device) else nullcontext()
+
+
+def configure_execution(config: TrainConfig, device: torch.device) -> None:
+    """Threads, deterministic algorithms, and on CUDA cuDNN autotuning and TF32 (when not deterministic)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

@@ -1,0 +1,53 @@
+"""The optimizer with its parameter groups, and the learning-rate schedule as a per-step factor."""
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD over three groups: weights (ndim > 1), other vectors, and BatchNorm shifts.
+
+    Vectors decay only with ``--decay-all``. BatchNorm shifts get ``lr * bias_lr_scale`` and their decay divided by
+    the scale, so that they decay per step like every other parameter (airbench94's treatment).
+    """
+    norm_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine}
+    params = [p for p in model.parameters() if p.requires_grad]
+    vector_decay = config.weight_decay if config.decay_all else 0.0
+    groups = [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1 and id(p) not in norm_biases], "weight_decay": vector_decay},
+        {"params": [p for p in params if id(p) in norm_biases], "lr": config.lr * config.bias_lr_scale,
+         "weight_decay": vector_decay / config.bias_lr_scale},
+    ]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                           weight_decay=config.weight_decay)
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr after ``step`` optimizer steps (a LambdaLR stepped once per batch).
+
+    ``step`` equals torch's StepLR(step_size, gamma) stepped once per epoch, as the coursework did; ``linear`` and
+    ``cosine`` warm up linearly over ``warmup_epochs`` and then decay to 0 at the last step.
+    """
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if config.schedule == "step":
+            return config.gamma ** (step // steps_per_epoch // config.step_size) if config.step_size else 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
