@@ -176,11 +176,13 @@ def pretrained_table() -> str:
 
 def routing_tables(folder: Path) -> dict:
     """Per recorded routing inspection (``examples/cifar10/records/routing/<name>.json``): a table of every block's
-    statistics, and its figure (``generated/routing_<name>.png``)."""
+    statistics, and its figure (``generated/routing_<name>.png``); ``provenance.json`` there is not an inspection."""
     import inspect_routing
 
     out = {}
     for path in sorted((ROOT / "examples" / "cifar10" / "records" / "routing").glob("*.json")):
+        if path.name == "provenance.json":
+            continue
         result = json.loads(path.read_text())
         inspect_routing.plot(result, folder / f"routing_{path.stem}.png",
                              f"routing of {result['source']} on {result['num_images']} test images")
