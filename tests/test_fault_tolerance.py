@@ -16,7 +16,9 @@ from cifar10_recipe.checkpoint import CheckpointError, load_checkpoint, load_wei
 
 HERE = Path(__file__).parent
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
-ARGS = ["--preset", "cpu", "--subset", "2048", "--test-subset", "256", "--batch-size", "128",
+SUBSET, BATCH = 1024, 128
+STEPS_PER_EPOCH = SUBSET // BATCH
+ARGS = ["--preset", "cpu", "--subset", str(SUBSET), "--test-subset", "256", "--batch-size", str(BATCH),
         "--threads", "2", "--epochs", "3", "--deterministic", "--progress", "off"]
 
 
@@ -88,10 +90,10 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(fake_
     original = torch.nn.functional.cross_entropy
     calls = {"n": 0}
 
-    def nan_in_the_second_epoch(*args, **kwargs):  # 16 training steps per epoch, then the evaluation's calls
+    def nan_in_the_second_epoch(*args, **kwargs):  # the first epoch's training steps, then the evaluation's calls
         calls["n"] += 1
         loss = original(*args, **kwargs)
-        return loss * float("nan") if calls["n"] > 16 and torch.is_grad_enabled() else loss
+        return loss * float("nan") if calls["n"] > STEPS_PER_EPOCH and torch.is_grad_enabled() else loss
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", nan_in_the_second_epoch)
     run_dir = tmp_path / "run"
@@ -119,7 +121,7 @@ def test_skip_mode_skips_non_finite_steps(fake_cifar_root, tmp_path, monkeypatch
     assert train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--on-nan", "skip",
                        "--out", str(run_dir)]) == 0
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
-    assert row["skipped_steps"] == 16 // 5 and row["train_loss"] == row["train_loss"]  # 16 steps, every 5th NaN
+    assert row["skipped_steps"] == STEPS_PER_EPOCH // 5 and row["train_loss"] == row["train_loss"]  # every 5th NaN
 
 
 def test_corrupted_and_truncated_checkpoints_are_clear_errors(fake_cifar_root, tmp_path, capsys):
