@@ -230,5 +230,5 @@ def write_tables(folder: Path) -> None:
     for name, text in routing_tables(folder).items():
         (folder / f"routing_{name}.inc.rst").write_text(text)
     throughput = throughput_tables()
-    for name in ("inference_cpu",):
+    for name in ("inference_cpu", "train_cpu"):
         (folder / f"throughput_{name}.inc.rst").write_text(throughput.get(name, "No recorded run yet.\n"))
