@@ -38,9 +38,11 @@ templates_path = []
 
 
 def _generate(app):
+    from generate_charts import write_charts
     from generate_tables import write_tables
 
     write_tables(Path(app.srcdir) / "generated")
+    write_charts(Path(app.srcdir) / "generated")
 
 
 def setup(app):

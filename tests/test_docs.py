@@ -37,3 +37,19 @@ def test_api_reference_lists_every_registered_model():
     api = (DOCS / "api.rst").read_text()
     missing = [name for name in list_models() if not re.search(rf"\.(dynconvnet|paper_nets)\.{name}\n", api)]
     assert not missing, f"docs/api.rst does not list the entry points {missing}"
+
+
+def test_block_cost_chart_divides_by_the_static_layer_of_the_same_group(tmp_path):
+    sys.path.insert(0, str(DOCS))
+    from generate_charts import relative_block_costs
+
+    table = tmp_path / "bench.csv"
+    table.write_text("group,implementation,median_s\n"
+                     "s1 8->8@4 B=64 K=4 forward_backward contiguous,static,0.002\n"
+                     "s1 8->8@4 B=64 K=4 forward_backward contiguous,fused,0.006\n"
+                     "s1 8->8@4 B=64 K=4 forward_backward channels_last,static,0.001\n"
+                     "s1 8->8@4 B=64 K=4 forward_backward channels_last,fused,0.005\n"
+                     "s1 8->8@4 B=1 K=4 forward_backward contiguous,fused,0.9\n"
+                     "s2 8->8@4 B=64 K=2 forward_backward contiguous,fused,0.9\n")
+    # the faster static layout is the baseline; other batches, K and passes are left out
+    assert relative_block_costs(table) == {"s1": {"fused": 5.0}}

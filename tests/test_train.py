@@ -1,6 +1,7 @@
 """examples/cifar10/train.py end to end, on the fake dataset (and the real one where available)."""
 import json
 import os
+import statistics
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,9 @@ def test_cli_run_writes_well_formed_outputs_and_learns(fake_cifar_root, tmp_path
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["test_acc"] == history[-1]["test_acc"] and summary["test_acc"] > 0.5
     assert summary["params"] > 0 and summary["flops_per_image"] > 0 and summary["torch"] == torch.__version__
-    assert summary["precision"] in ("float32", "bf16 autocast")
+    assert summary["precision"] in ("float32", "bf16 autocast") and summary["compile"] == "none"
+    steady = statistics.median(row["train_s"] for row in history[1:])
+    assert summary["first_epoch_overhead_s"] == pytest.approx(history[0]["train_s"] - steady)
     origin = summary["provenance"]
     assert origin["command"] == "python examples/cifar10/train.py " + " ".join(
         [*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "3", "--out", str(run_dir)])

@@ -2,10 +2,11 @@
 # Everything this project runs on a lent GPU, in one call, each stage with its own time limit so the call always
 # returns with what finished, cheapest and most important first: the fast preset (5 seeds, eager), the airbench94
 # anchor on the same card and data (3 runs), the block benchmarks, the coursework preset (2 seeds at once, 50
-# epochs), the fast preset under torch.compile (3 seeds).
+# epochs, compiled), the fast preset under torch.compile (3 seeds).
 # Locally first: tools/prepare_device_carry.sh; then run this with carry [".device_data"] and timeout_s >= 590.
 #   STAGES="fast anchor benchmarks coursework fast_compile"  FAST_S=90 ANCHOR_S=60 BENCH_S=110 COURSEWORK_S=255
-#   FAST_COMPILE_S=60  DEVICE=cuda  ANCHOR_ARGS="--runs 3"
+#   FAST_COMPILE_S=60  DEVICE=cuda  ANCHOR_ARGS="--runs 3"  COURSEWORK_ARGS="--channels-last --compile default"
+#   optional stage: throughput (THROUGHPUT_S=150), whole-model training images/s eager vs compiled
 #   COURSEWORK_SEEDS="0 1"   (environment overrides; e.g. the whole 50-epoch coursework run alone, ~10 minutes:
 #   STAGES=coursework COURSEWORK_SEEDS=0 COURSEWORK_S=560)
 set -uo pipefail
@@ -23,9 +24,16 @@ stages=" ${STAGES:-fast anchor benchmarks coursework fast_compile} "
   # airbench's own code on the same card and data (tests/test_device_session.py dry-runs it on the CPU)
   stage anchor "${ANCHOR_S:-60}" "$PYTHON" benchmarks/airbench_anchor.py --device "${DEVICE:-cuda}" \
     ${ANCHOR_ARGS:---runs 3} --work-dir "$OUT/airbench-work" --out "$OUT/airbench94_${DEVICE:-cuda}.json"
-  stage benchmarks "${BENCH_S:-110}" env BUDGET_S=0.03 bash benchmarks/gpu_check.sh
+  # the block benchmarks only: the whole-model ones compile every model (the optional stage below)
+  stage benchmarks "${BENCH_S:-110}" env BUDGET_S=0.03 BENCH_ARGS="--ignore=benchmarks/test_train_speed.py \
+    --ignore=benchmarks/test_inference_speed.py" bash benchmarks/gpu_check.sh
+  # optional (not in the default STAGES): whole-model training throughput, eager and compiled, of the cpu and fast
+  # presets' models and their static twins
+  stage throughput "${THROUGHPUT_S:-150}" "$PYTHON" -m pytest benchmarks/test_train_speed.py --device "${DEVICE:-cuda}" \
+    --benchmark-enable -q -p no:cacheprovider -k "tiny or fast" --benchmark-json "$OUT/train_throughput.json"
   stage coursework "${COURSEWORK_S:-255}" env SEEDS="${COURSEWORK_SEEDS:-0 1}" WORKERS=6 \
-    LIMIT_S=$(( ${COURSEWORK_S:-255} - 15 )) EXTRA_ARGS="--channels-last" bash examples/cifar10/gpu_coursework.sh
+    LIMIT_S=$(( ${COURSEWORK_S:-255} - 15 )) EXTRA_ARGS="${COURSEWORK_ARGS:---channels-last --compile default}" \
+    bash examples/cifar10/gpu_coursework.sh
   stage fast_compile "${FAST_COMPILE_S:-60}" env NAME=fast_compile RUNS=3 EXTRA_ARGS="--compile default" \
     bash examples/cifar10/gpu_fast.sh
   date -u

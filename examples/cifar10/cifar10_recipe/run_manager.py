@@ -193,11 +193,16 @@ class RunManager:
         config, device, distributed = self.config, self.device, self.distributed
         final = history[-1]
         train_seconds = sum(row["train_s"] for row in history)
+        # what the first epoch cost beyond a steady one: torch.compile's compilation (--compile), cuDNN's algorithm
+        # search, oneDNN's primitive creation; reported apart so that speed comparisons can leave it out
+        overhead = (history[0]["train_s"] - statistics.median(row["train_s"] for row in history[1:])
+                    if len(history) > 1 and history[0]["epoch"] == 0 else None)
         summary = {
             "model": config.model, "preset": self.preset, "test_acc": final.get("test_acc"),
             "test_acc_tta": final.get("test_acc_tta"), "tta": config.tta, "best_test_acc": best["test_acc"],
             "best_epoch": best["epoch"], "epochs": len(history), "wall_s": final["elapsed_s"],
             "train_s": train_seconds, "images_per_s": len(self.data.train_labels) * len(history) / train_seconds,
+            "first_epoch_overhead_s": overhead, "compile": config.compile,
             "params": trainer.params, "flops_per_image": trainer.flops,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "processes": distributed.world_size, "torch": torch.__version__,
@@ -211,9 +216,10 @@ class RunManager:
         plot_curves(history, self.run_dir / "curves.png",
                     f"{config.model} ({self.preset or 'custom'}), seed {config.seed}")
         tta = f", with TTA {100 * final['test_acc_tta']:.2f}%" if config.tta else ""
+        first = "" if overhead is None else f" (first-epoch overhead {overhead:.1f}s)"
         self.say(f"done: test accuracy {100 * final['test_acc']:.2f}%{tta} (best {100 * best['test_acc']:.2f}% at "
-                 f"epoch {best['epoch'] + 1}), training {train_seconds:.1f}s, wall {final['elapsed_s']:.0f}s, run dir "
-                 f"{self.run_dir}")
+                 f"epoch {best['epoch'] + 1}), training {train_seconds:.1f}s{first}, wall {final['elapsed_s']:.0f}s, "
+                 f"run dir {self.run_dir}")
         return summary
 
     def train_seeds(self) -> Dict[str, Any]:

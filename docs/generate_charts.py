@@ -1,0 +1,118 @@
+"""Draw the benchmarks page's charts from the committed benchmark CSVs at build time, so the charts cannot drift from
+the records they show.
+
+- ``generated/block_cost.png``: each implementation's time relative to a static Conv-BN-ReLU of the same shape, per
+  stage shape (forward + backward, batch 64, K=4), CPU beside GPU; 1.0 is the static layer, log scale.
+- ``generated/throughput.png``: whole-model images/s per model and path (inference at batch 64, training at the
+  recorded batch), from ``benchmarks/results/throughput/*.csv``.
+"""
+import csv
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# the implementations worth a bar, in the order they are drawn (the baseline, static, is the line at 1)
+BLOCK_IMPLEMENTATIONS = ("floor", "fused", "naive", "condconv", "dyconv", "odconv", "timm_condconv")
+GROUP = re.compile(r"(?P<shape>\S+) \S+ B=(?P<batch>\d+) K=(?P<k>\d+) (?P<mode>\S+) (?P<format>\S+)")
+
+
+def relative_block_costs(path: Path, batch: int = 64, k: int = 4, mode: str = "forward_backward"
+                         ) -> Dict[str, Dict[str, float]]:
+    """shape -> implementation -> median time / static's median time, for one (batch, K, pass); the memory format
+    with the lower static time where a shape was measured in two."""
+    times: Dict[Tuple[str, str], Dict[str, float]] = defaultdict(dict)
+    with open(path) as file:
+        for row in csv.DictReader(file):
+            match = GROUP.fullmatch(row["group"])
+            if match and (int(match["batch"]), int(match["k"]), match["mode"]) == (batch, k, mode):
+                times[(match["shape"], match["format"])][row["implementation"]] = float(row["median_s"])
+    costs: Dict[str, Dict[str, float]] = {}
+    for (shape, _), by_implementation in sorted(times.items(), key=lambda item: item[1].get("static", 1e9)):
+        if "static" in by_implementation and shape not in costs:
+            costs[shape] = {name: value / by_implementation["static"] for name, value in by_implementation.items()
+                            if name != "static"}
+    return dict(sorted(costs.items()))
+
+
+def draw_block_costs(out: Path) -> bool:
+    """The block-cost chart, one panel per recorded device; False if there is no record."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(name, relative_block_costs(RESULTS / f"{name}.csv")) for name in ("cpu", "cuda")
+              if (RESULTS / f"{name}.csv").is_file()]
+    panels = [(name, costs) for name, costs in panels if costs]
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
+    for axis, (name, costs) in zip(axes[0], panels, strict=True):
+        shapes = list(costs)
+        implementations = [i for i in BLOCK_IMPLEMENTATIONS if any(i in costs[s] for s in shapes)]
+        width = 0.8 / len(implementations)
+        for index, implementation in enumerate(implementations):
+            xs = [position + (index - len(implementations) / 2 + 0.5) * width for position in range(len(shapes))]
+            ys = [costs[shape].get(implementation, float("nan")) for shape in shapes]
+            axis.bar(xs, ys, width, label=implementation)
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        axis.set_yscale("log")
+        axis.set_xticks(range(len(shapes)), shapes, rotation=30)
+        axis.set_ylabel("time / static Conv-BN-ReLU")
+        axis.set_title(f"{'2-core CPU, float32' if name == 'cpu' else 'GPU, bf16'}: forward+backward, B=64, K=4")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def throughput_rows() -> List[Tuple[str, str, float]]:
+    """(label, implementation, images/s) for every recorded whole-model throughput at batch 64 (inference) or the
+    recorded batch (training)."""
+    rows = []
+    for path in sorted((RESULTS / "throughput").glob("*.csv")):
+        with open(path) as file:
+            for row in csv.DictReader(file):
+                if row["pass"] == "inference" and int(row["batch"]) != 64:
+                    continue
+                label = f"{row['model']} ({row['pass']}, {path.stem.split('_')[-1]})"
+                rows.append((label, row["implementation"], float(row["images_per_s"])))
+    return rows
+
+
+def draw_throughput(out: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = throughput_rows()
+    if not rows:
+        return False
+    labels = list(dict.fromkeys(label for label, _, _ in rows))
+    implementations = list(dict.fromkeys(implementation for _, implementation, _ in rows))
+    values = {(label, implementation): value for label, implementation, value in rows}
+    height = 0.8 / len(implementations)
+    figure, axis = plt.subplots(figsize=(8, 0.35 * len(labels) * len(implementations) ** 0.5 + 1.5))
+    for index, implementation in enumerate(implementations):
+        ys = [position + (index - len(implementations) / 2 + 0.5) * height for position in range(len(labels))]
+        axis.barh(ys, [values.get((label, implementation), 0.0) for label in labels], height, label=implementation)
+    axis.set_yticks(range(len(labels)), labels, fontsize=7)
+    axis.invert_yaxis()
+    axis.set_xscale("log")
+    axis.set_xlabel("images per second")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def write_charts(folder: Path) -> Dict[str, bool]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"block_cost": draw_block_costs(folder / "block_cost.png"),
+            "throughput": draw_throughput(folder / "throughput.png")}
