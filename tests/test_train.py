@@ -182,3 +182,4 @@ def test_runs_aggregates_the_seeds_and_each_seed_folder_resumes(fake_cifar_root,
     # a seed's folder is a run folder of its own: it resumes (here: one more epoch)
     assert train.main(["--resume", str(run_dir / "seed4"), "--epochs", "2", "--allow-config-change"]) == 0
     assert len((run_dir / "seed4" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads((run_dir / "seed4" / "config.json").read_text())["epochs"] == 2  # the accepted change is kept

@@ -117,10 +117,10 @@ class RunManager:
             print(message, flush=True)
 
     def start(self, resume: bool = False) -> Dict[str, Any]:
-        """Write ``config.json`` (a new run) and train every seed; returns the summary (or the ``--runs``
-        aggregate)."""
-        if self.distributed.is_main and not resume:
-            if (self.run_dir / "config.json").exists():
+        """Write ``config.json`` (for a resumed run: the configuration it continues with, accepted changes included)
+        and train every seed; returns the summary (or the ``--runs`` aggregate)."""
+        if self.distributed.is_main:
+            if not resume and (self.run_dir / "config.json").exists():
                 raise ValueError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out")
             write_config(self.run_dir, self.preset, self.config)
         if self.config.runs > 1:
