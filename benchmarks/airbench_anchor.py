@@ -25,6 +25,7 @@ import platform
 import statistics
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -159,11 +160,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps({"run": run, **results[-1]}), flush=True)
     finally:
         os.chdir(cwd)
-    import airbench
-
     record = {
         "anchor": "airbench94 (the airbench package's train94, unchanged; device plumbing patched off CUDA)",
-        "airbench": getattr(airbench, "__version__", None) or _package_version("airbench"),
+        "airbench": version("airbench"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": precision, "threads": torch.get_num_threads(), "epochs": args.epochs or 9.9,
         "subset": args.subset, "test_subset": args.test_subset, "runs": results,
@@ -177,15 +176,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"airbench94 on {record['device']} ({precision}): {100 * record['test_acc_mean']:.2f}% "
           f"(TTA {100 * record['test_acc_tta_mean']:.2f}%), training {record['train_s_median']:.1f}s; wrote {args.out}")
     return 0
-
-
-def _package_version(name: str) -> Optional[str]:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:  # not installed as a distribution
-        return None
 
 
 if __name__ == "__main__":

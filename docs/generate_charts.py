@@ -12,6 +12,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # the implementations worth a bar, in the order they are drawn (the baseline, static, is the line at 1)
@@ -39,11 +44,6 @@ def relative_block_costs(path: Path, batch: int = 64, k: int = 4, mode: str = "f
 
 def draw_block_costs(out: Path) -> bool:
     """The block-cost chart, one panel per recorded device; False if there is no record."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [(name, relative_block_costs(RESULTS / f"{name}.csv")) for name in ("cpu", "cuda")
               if (RESULTS / f"{name}.csv").is_file()]
     panels = [(name, costs) for name, costs in panels if costs]
@@ -85,11 +85,6 @@ def throughput_rows() -> List[Tuple[str, str, float]]:
 
 
 def draw_throughput(out: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = throughput_rows()
     if not rows:
         return False

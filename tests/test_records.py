@@ -7,6 +7,7 @@
 - Every percentage with two decimals in README.md, examples/cifar10/README.md and docs/*.rst is a value of some raw
   record (runs, benchmarks), or one of the few numbers quoted from outside sources, listed here with their source.
 """
+import functools
 import json
 import re
 from pathlib import Path
@@ -45,6 +46,7 @@ def _numbers(value: Any) -> Iterator[float]:
         yield float(value)
 
 
+@functools.cache
 def _recorded_percentages() -> Set[str]:
     """Every number of every raw record, as a percentage and as itself, to two decimals."""
     found = set()

@@ -110,7 +110,7 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {getattr(self, f.name)!r}")
-        for name in ("epochs", "batch_size", "eval_every", "cutout_holes", "runs", "save_every"):
+        for name in ("epochs", "batch_size", "eval_every", "cutout_holes", "runs", "save_every", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("subset", "test_subset", "workers", "crop_padding", "cutout", "threads", "step_size"):
@@ -127,8 +127,6 @@ class TrainConfig:
                 raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if self.drop_rate is not None and not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"--drop-rate must be in [0, 1), got {self.drop_rate}")
-        if self.num_classes < 1:
-            raise ValueError(f"--num-classes must be >= 1, got {self.num_classes}")
         if self.num_experts is not None and self.num_experts < 1:
             raise ValueError(f"--num-experts must be >= 1, got {self.num_experts}")
         if self.tta not in (0, 1, 2):

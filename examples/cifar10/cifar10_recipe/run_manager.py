@@ -196,7 +196,7 @@ class RunManager:
         # what the first epoch cost beyond a steady one: torch.compile's compilation (--compile), cuDNN's algorithm
         # search, oneDNN's primitive creation; reported apart so that speed comparisons can leave it out
         overhead = (history[0]["train_s"] - statistics.median(row["train_s"] for row in history[1:])
-                    if len(history) > 1 and history[0]["epoch"] == 0 else None)
+                    if len(history) > 1 else None)
         summary = {
             "model": config.model, "preset": self.preset, "test_acc": final.get("test_acc"),
             "test_acc_tta": final.get("test_acc_tta"), "tta": config.tta, "best_test_acc": best["test_acc"],

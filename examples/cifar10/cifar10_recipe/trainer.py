@@ -160,7 +160,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, device: torch.device, steps_per_epoch: int,
                  whitening_images: Optional[torch.Tensor] = None, distributed: Distributed = SINGLE_PROCESS):
-        self.config, self.device, self.distributed = config, device, distributed
+        self.config, self.distributed = config, distributed
         self.steps_per_epoch = steps_per_epoch
         torch.manual_seed(config.seed)
         model = build_model(config, device)
