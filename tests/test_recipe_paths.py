@@ -168,7 +168,10 @@ def _interrupt_after_the_first_checkpoint(monkeypatch):
 @pytest.mark.parametrize("flags", [
     ["--block", "dyconv", "--temperature-start", "30", "--temperature-epochs", "1.5", "--ema-decay", "0.9"],
     ["--loader", "torchvision", "--workers", "0", "--cutout", "8", "--pad-mode", "zeros", "--flip", "random"],
-], ids=["ema-and-temperature", "torchvision-loader"])
+    ["--model", "dynconv_cifar_fast", "--whiten", "--whiten-bias-epochs", "1", "--freeze-norm-weights",
+     "--lookahead-every", "3", "--schedule", "triangle", "--lr-start-factor", "0.2", "--lr-end-factor", "0.07",
+     "--subset", "256"],
+], ids=["ema-and-temperature", "torchvision-loader", "airbench94-lookahead"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(flags, fake_cifar_root, tmp_path, monkeypatch):
     args = [*QUICK, *flags, "--epochs", "2", "--data-dir", str(fake_cifar_root)]
     assert train.main([*args, "--out", str(tmp_path / "whole")]) == 0

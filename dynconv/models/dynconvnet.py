@@ -37,8 +37,9 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 #: Per-channel standard deviation of the CIFAR-10 training images (RGB, pixel values in [0, 1]).
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-_DOWNSAMPLE_KINDS = ("maxpool", "stride", "conv_pool")
+_DOWNSAMPLE_KINDS = ("maxpool", "stride", "conv_pool", "conv_pool_norm")
 _STEM_KINDS = ("conv", "patch")
+_CONV_INITS = ("default", "dirac")
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,10 @@ class DynConvNetCfg:
         kernel_size: Kernel size of every branch, or one per branch (odd sizes; mixed sizes fuse by zero-padding).
         block: Block kind for :func:`~dynconv.layers.create_block`.
         downsample: ``"maxpool"`` (2x2 max pool opening every segment after the first), ``"stride"`` (stride 2 in
-            the first block of every segment after the first) or ``"conv_pool"`` (2x2 max pool after the first block
-            of every segment, the first included: airbench94's conv-pool-conv groups, which spend more compute at
-            high resolution).
+            the first block of every segment after the first), ``"conv_pool"`` (2x2 max pool after the first block
+            of every segment, the first included: conv-pool-conv groups, which spend more compute at high
+            resolution) or ``"conv_pool_norm"`` (the same pool between the first block's convolution and its norm:
+            airbench94's exact conv-pool-norm-act order; the first block of every segment must then be static).
         stem: ``"conv"`` (Conv-BN-Act with "same" padding) or ``"patch"`` (a biased Conv with no padding and no
             norm, then the activation: airbench94's stem, which the recipe can initialise by patch whitening).
         stem_width: Channels of the static stem; 0 for none (the first block sees the image, as in the coursework).
@@ -67,6 +69,8 @@ class DynConvNetCfg:
         norm_eps: BatchNorm epsilon of every block.
         head: ``"mlp"`` (coursework: Linear(d, 2d), ReLU, Dropout, Linear) or ``"linear"``.
         head_hidden_ratio: Hidden width of the MLP head relative to the final width d.
+        head_bias: Whether the linear head's layer has a bias (airbench94's has none).
+        logit_scale: Factor on the linear head's logits (airbench94 uses 1/9).
         global_pool: Default timm global pooling of the head (``"avg"``, ``"max"``, ...).
         drop_rate: Default dropout before the head's last linear layer (the coursework uses 0.5).
         act_layer: Activation of blocks and head (a timm activation name).
@@ -74,6 +78,10 @@ class DynConvNetCfg:
             ``None`` keeps each family's own (none for branch and CondConv, 1/4 for DyConv, 1/16 for ODConv).
         rd_channels: An explicit hidden width of every routing network (overrides ``rd_ratio``).
         temperature: Initial softmax temperature of the routing heads.
+        conv_init: ``"default"`` (PyTorch's) or ``"dirac"``: the first ``in_channels`` filters of every block
+            convolution start as the identity (``torch.nn.init.dirac_``), the rest keep PyTorch's initialisation, as
+            in airbench94. Applies to plain convolutions (static blocks, the branch block's fused convolution, whose
+            first branch it makes the identity), not to kernel-mixing experts or the stem.
     """
 
     widths: Tuple[int, ...] = (64, 128, 256, 512)
@@ -89,12 +97,15 @@ class DynConvNetCfg:
     norm_eps: float = 1e-5
     head: str = "mlp"
     head_hidden_ratio: float = 2.0
+    head_bias: bool = True
+    logit_scale: float = 1.0
     global_pool: str = "avg"
     drop_rate: float = 0.5
     act_layer: str = "relu"
     rd_ratio: Optional[float] = None
     rd_channels: Optional[int] = None
     temperature: float = 1.0
+    conv_init: str = "default"
 
     def __post_init__(self):
         # accept lists (e.g. from JSON) but store tuples, so configs stay hashable and comparable
@@ -128,6 +139,14 @@ class DynConvNetCfg:
             raise ValueError(f"downsample must be one of {_DOWNSAMPLE_KINDS}, got {self.downsample!r}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
+        if self.conv_init not in _CONV_INITS:
+            raise ValueError(f"conv_init must be one of {_CONV_INITS}, got {self.conv_init!r}")
+        if self.downsample == "conv_pool_norm" and (self.block != "static" and any(
+                blocks[0] != 1 for blocks in self.block_num_experts)):
+            raise ValueError("downsample='conv_pool_norm' pools inside the first block of every segment, which must "
+                             f"be static (K=1); got block={self.block!r} with num_experts={self.num_experts!r}")
+        if self.head != "linear" and (not self.head_bias or self.logit_scale != 1.0):
+            raise ValueError(f"head_bias=False and logit_scale apply to the linear head only, got head={self.head!r}")
         if self.stem not in _STEM_KINDS:
             raise ValueError(f"stem must be one of {_STEM_KINDS}, got {self.stem!r}")
         if self.stem_width != 0:
@@ -138,6 +157,7 @@ class DynConvNetCfg:
         check_positive_float("norm_eps", self.norm_eps)
         check_positive_float("head_hidden_ratio", self.head_hidden_ratio)
         check_positive_float("temperature", self.temperature)
+        check_positive_float("logit_scale", self.logit_scale)
         if self.rd_ratio is not None:
             check_positive_float("rd_ratio", self.rd_ratio)
         if self.rd_channels is not None:
@@ -228,17 +248,20 @@ class DynConvNet(nn.Module):
         for index, (width, block_num_experts) in enumerate(zip(cfg.widths, cfg.block_num_experts, strict=True)):
             blocks: List[nn.Module] = []
             stride = 1
-            if cfg.downsample == "conv_pool" or index > 0:
+            if cfg.downsample in ("conv_pool", "conv_pool_norm") or index > 0:
                 reduction *= 2
                 if cfg.downsample == "maxpool":
                     blocks.append(nn.MaxPool2d(2))
                 elif cfg.downsample == "stride":
                     stride = 2
             for block_index, num_experts in enumerate(block_num_experts):
-                blocks.append(create_block(
+                block = create_block(
                     cfg.block, in_channels, width, num_experts=num_experts, kernel_size=cfg.kernel_size,
                     stride=stride if block_index == 0 else 1, act_layer=cfg.act_layer, norm_layer=norm_layer,
-                    **cfg.routing_args, **dd))
+                    **cfg.routing_args, **dd)
+                if cfg.downsample == "conv_pool_norm" and block_index == 0:
+                    block = _pool_before_norm(block)
+                blocks.append(block)
                 if cfg.downsample == "conv_pool" and block_index == 0:
                     blocks.append(nn.MaxPool2d(2))
                 in_channels = width
@@ -247,8 +270,11 @@ class DynConvNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = in_channels
         self.head = create_head(
-            cfg.head, in_channels, num_classes, pool_type=global_pool,
-            drop_rate=drop_rate, hidden_ratio=cfg.head_hidden_ratio, act_layer=cfg.act_layer, **dd)
+            cfg.head, in_channels, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+            hidden_ratio=cfg.head_hidden_ratio, act_layer=cfg.act_layer, bias=cfg.head_bias,
+            logit_scale=cfg.logit_scale, **dd)
+        if cfg.conv_init == "dirac":
+            _init_dirac(self.stages)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -347,13 +373,31 @@ class DynConvNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def _pool_before_norm(block: nn.Module) -> nn.Sequential:
+    """A static Conv-Norm-Act block (timm's ``ConvNormAct``) as conv -> 2x2 max pool -> norm-act, with the same
+    parameter names (``conv.*``, ``bn.*``)."""
+    if not isinstance(block, ConvNormAct):
+        raise ValueError(f"downsample='conv_pool_norm' needs a static first block, got {type(block).__name__}")
+    return nn.Sequential(OrderedDict(conv=block.conv, pool=nn.MaxPool2d(2), bn=block.bn))
+
+
+@torch.no_grad()
+def _init_dirac(stages: nn.Module) -> None:
+    """Identity-initialise the first ``in_channels`` filters of every plain convolution in ``stages``
+    (airbench94's initialisation; the routing networks are linear layers, the kernel-mixing experts parameters)."""
+    for module in stages.modules():
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            weight = module.weight
+            nn.init.dirac_(weight[:weight.shape[1]])
+
+
 def _pool_size(cfg: DynConvNetCfg, image_size: int) -> Tuple[int, int]:
     """Spatial size of the final feature map for a square input (what the head pools over)."""
     size = image_size
     if cfg.stem_width and cfg.stem == "patch":
         size = size - cfg.stem_kernel_size + 1
     for index in range(len(cfg.widths)):
-        if cfg.downsample == "conv_pool" or index > 0:
+        if cfg.downsample in ("conv_pool", "conv_pool_norm") or index > 0:
             size = size // 2 if cfg.downsample != "stride" else (size + 1) // 2
     return (size, size)
 
@@ -376,14 +420,15 @@ MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
     dynconv_cifar_tiny=DynConvNetCfg(
         widths=(32, 64, 128), depths=(2, 2, 2), num_experts=2, stem_width=24, downsample="conv_pool", head="linear",
         drop_rate=0.0, act_layer="gelu"),
-    # built for speed on a GPU after airbench94 (Jordan 2024, https://arxiv.org/abs/2404.00498): a 2x2 patch stem
-    # (initialised by patch whitening in the recipe), conv-pool-conv segments of widths 64-256-256 whose second
-    # block is dynamic (K=2), fast-moving BatchNorm statistics, GELU, linear head; average pooling, since airbench's
-    # max pooling made the head's gradients 10x larger and training diverge at its learning rates
+    # airbench94's network (Jordan 2024, https://arxiv.org/abs/2404.00498) with dynamic blocks: a 2x2 patch stem
+    # (initialised by patch whitening in the recipe), segments of widths 64-256-256 whose first block is
+    # conv-pool-norm-act and whose second block is dynamic (K=2), fast-moving BatchNorm statistics (eps 1e-12), GELU,
+    # dirac-initialised convolutions, global max pooling and a bias-free linear head with logits scaled by 1/9; its
+    # static twin is airbench94's network exactly
     dynconv_cifar_fast=DynConvNetCfg(
         widths=(64, 256, 256), depths=(2, 2, 2), num_experts=((1, 2), (1, 2), (1, 2)), stem="patch", stem_width=24,
-        stem_kernel_size=2, downsample="conv_pool", norm_momentum=0.4, norm_eps=1e-12, head="linear",
-        drop_rate=0.0, act_layer="gelu"),
+        stem_kernel_size=2, downsample="conv_pool_norm", norm_momentum=0.4, norm_eps=1e-12, head="linear",
+        head_bias=False, logit_scale=1 / 9, global_pool="max", drop_rate=0.0, act_layer="gelu", conv_init="dirac"),
 )
 # the static twin of every backbone: the same layout with plain Conv-BN-Act blocks, the baseline a dynamic block must
 # beat (the kernel-mixing variants share dynconv_cifar's backbone, so dynconv_cifar_static is their twin too)

@@ -11,6 +11,71 @@ from ..layers._checks import check_positive_int
 HEAD_KINDS = ("mlp", "linear")
 
 
+class LinearClassifierHead(ClassifierHead):
+    """timm's ``ClassifierHead`` (global pool -> dropout -> Linear) with an optional bias and a fixed logit scale.
+
+    airbench94 (Jordan 2024) classifies with a bias-free linear layer whose logits are multiplied by 1/9: a small
+    logit scale keeps the softmax soft at its high learning rates. With ``bias=True`` and ``logit_scale=1`` this is
+    timm's head exactly (same parameter names).
+
+    Args:
+        in_features: Channels d of the feature map.
+        num_classes: Number of logits; 0 for no classifier (pooled features out).
+        pool_type: timm global pooling type.
+        drop_rate: Dropout probability before the linear layer.
+        bias: Whether the linear layer has a bias.
+        logit_scale: Factor applied to the logits (not to ``pre_logits`` features).
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
+
+    Shape:
+        - Input: (B, d, H, W)
+        - Output: (B, num_classes), or (B, num_features) with ``pre_logits=True`` or ``num_classes=0``
+
+    Example:
+        >>> head = LinearClassifierHead(64, 10, bias=False, logit_scale=1 / 9)
+        >>> head(torch.randn(2, 64, 3, 3)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+            self,
+            in_features: int,
+            num_classes: int,
+            pool_type: str = "avg",
+            drop_rate: float = 0.0,
+            *,
+            bias: bool = True,
+            logit_scale: float = 1.0,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ):
+        if not (isinstance(logit_scale, (int, float)) and logit_scale > 0):
+            raise ValueError(f"logit_scale must be a positive number, got {logit_scale!r}")
+        self.use_bias = bias
+        self.logit_scale = float(logit_scale)
+        super().__init__(in_features, num_classes, pool_type=pool_type, drop_rate=drop_rate, device=device,
+                         dtype=dtype)
+        self._drop_bias()
+
+    def reset(self, num_classes: int, pool_type: Optional[str] = None, **kwargs) -> None:
+        super().reset(num_classes, pool_type, **kwargs)
+        self._drop_bias()
+
+    def _drop_bias(self) -> None:
+        if not self.use_bias and isinstance(self.fc, nn.Linear) and self.fc.bias is not None:
+            fc = self.fc
+            self.fc = nn.Linear(fc.in_features, fc.out_features, bias=False, device=fc.weight.device,
+                                dtype=fc.weight.dtype)
+            self.fc.train(fc.training)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = super().forward(x, pre_logits=pre_logits)
+        if pre_logits or self.logit_scale == 1.0 or not isinstance(self.fc, nn.Linear):
+            return x
+        return x * self.logit_scale
+
+
 class MlpClassifierHead(nn.Module):
     """Global pool -> Linear(d, h) -> act -> Dropout -> Linear(h, num_classes), the coursework's classifier.
 
@@ -94,19 +159,24 @@ def create_head(
         drop_rate: float = 0.0,
         hidden_ratio: float = 2.0,
         act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
+        bias: bool = True,
+        logit_scale: float = 1.0,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
 ) -> nn.Module:
     """Build a classifier head: ``"mlp"`` (:class:`MlpClassifierHead`, hidden width ``hidden_ratio * in_features``)
-    or ``"linear"`` (timm's ``ClassifierHead``: pool -> dropout -> Linear).
+    or ``"linear"`` (:class:`LinearClassifierHead`: pool -> dropout -> Linear, with ``bias`` and ``logit_scale``).
 
     Both take ``forward(x, pre_logits=False)`` and ``reset(num_classes, pool_type=None)``.
     """
     if kind == "mlp":
+        if not bias or logit_scale != 1.0:
+            raise ValueError(f"the MLP head has biases and unscaled logits; head_bias=False and logit_scale "
+                             f"(got {logit_scale!r}) apply to the linear head only")
         return MlpClassifierHead(
             in_features, num_classes, hidden_features=round(hidden_ratio * in_features), pool_type=pool_type,
             drop_rate=drop_rate, act_layer=act_layer, device=device, dtype=dtype)
     if kind == "linear":
-        return ClassifierHead(in_features, num_classes, pool_type=pool_type, drop_rate=drop_rate, device=device,
-                              dtype=dtype)
+        return LinearClassifierHead(in_features, num_classes, pool_type=pool_type, drop_rate=drop_rate, bias=bias,
+                                    logit_scale=logit_scale, device=device, dtype=dtype)
     raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")

@@ -68,18 +68,30 @@ class TrainConfig:
     decay_all: bool = _opt(True, "apply weight decay to norm and bias parameters too (the coursework did)")
     bias_lr_scale: float = _opt(1.0, "lr multiplier for BatchNorm shifts; their weight decay is divided by it, so "
                                      "every parameter decays equally per step (airbench uses 64)")
-    schedule: str = _opt("step", "lr schedule: step (StepLR per epoch), linear (warm-up, linear decay to 0), cosine",
-                         ("step", "linear", "cosine"))
+    schedule: str = _opt("step", "lr schedule: step (StepLR per epoch), linear (warm-up, linear decay to 0), cosine, "
+                                 "or triangle (airbench94: linear from --lr-start-factor to the peak at "
+                                 "--warmup-epochs, then linear to --lr-end-factor at the last step)",
+                         ("step", "linear", "cosine", "triangle"))
     step_size: int = _opt(30, "StepLR period in epochs (schedule=step)")
     gamma: float = _opt(0.1, "StepLR factor (schedule=step)")
-    warmup_epochs: float = _opt(0.0, "linear warm-up length in epochs (schedule=linear/cosine)")
+    warmup_epochs: float = _opt(0.0, "linear warm-up length in epochs (schedule=linear/cosine/triangle)")
+    lr_start_factor: float = _opt(0.0, "lr of the first step as a fraction of --lr (schedule=triangle)")
+    lr_end_factor: float = _opt(0.0, "lr of the last step as a fraction of --lr (schedule=triangle)")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     temperature_start: float = _opt(0.0, "anneal every routing temperature linearly from this value to 1 over "
                                          "--temperature-epochs (Dynamic Convolution uses 30; 0: off)")
     temperature_epochs: float = _opt(10.0, "length of the temperature annealing in epochs")
     ema_decay: float = _opt(0.0, "evaluate an exponential moving average of the weights with this per-step decay "
                                  "(0: off)")
+    lookahead_every: int = _opt(0, "lookahead weight averaging (airbench94): every N steps a slow copy of the weights "
+                                   "and BatchNorm statistics moves toward the model, which restarts from it; the "
+                                   "model ends as the slow copy (0: off)")
+    lookahead_decay: float = _opt(0.95, "per-step decay of the lookahead average at the end of training; it grows as "
+                                        "(step / total steps) cubed")
+    freeze_norm_weights: bool = _opt(False, "keep every BatchNorm scale at 1 (not trained; airbench94)")
     whiten: bool = _opt(False, "initialise a patch stem by patch whitening of training images and freeze its weights")
+    whiten_bias_epochs: int = _opt(0, "with --whiten: train the stem's bias for this many epochs, then freeze it "
+                                      "(airbench94: 3; 0: it trains throughout)")
     # evaluation
     tta: int = _opt(0, "test-time augmentation at the final evaluation: 0 none, 1 mirror, 2 mirror and 1-pixel "
                        "translations (airbench94's level 2)")
@@ -113,22 +125,25 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every", "cutout_holes", "runs", "save_every", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("subset", "test_subset", "workers", "crop_padding", "cutout", "threads", "step_size"):
+        for name in ("subset", "test_subset", "workers", "crop_padding", "cutout", "threads", "step_size",
+                     "lookahead_every", "whiten_bias_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "bias_lr_scale", "gamma", "temperature_epochs"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_epochs", "temperature_start"):
+        for name in ("weight_decay", "warmup_epochs", "temperature_start", "lr_start_factor", "lr_end_factor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("momentum", "ema_decay", "label_smoothing"):
+        for name in ("momentum", "ema_decay", "label_smoothing", "lookahead_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if self.drop_rate is not None and not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"--drop-rate must be in [0, 1), got {self.drop_rate}")
         if self.num_experts is not None and self.num_experts < 1:
             raise ValueError(f"--num-experts must be >= 1, got {self.num_experts}")
+        if self.whiten_bias_epochs and not self.whiten:
+            raise ValueError(f"--whiten-bias-epochs {self.whiten_bias_epochs} needs --whiten")
         if self.tta not in (0, 1, 2):
             raise ValueError(f"--tta must be 0, 1 or 2, got {self.tta}")
         if self.warmup_epochs > self.epochs:

@@ -35,7 +35,9 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
     """Multiplier of the peak lr after ``step`` optimizer steps (a LambdaLR stepped once per batch).
 
     ``step`` equals torch's StepLR(step_size, gamma) stepped once per epoch, as the coursework did; ``linear`` and
-    ``cosine`` warm up linearly over ``warmup_epochs`` and then decay to 0 at the last step.
+    ``cosine`` warm up linearly over ``warmup_epochs`` and then decay to 0 at the last step; ``triangle`` (airbench94)
+    runs linearly from ``lr_start_factor`` at step 0 to 1 at step ``warmup_epochs * steps_per_epoch`` and on to
+    ``lr_end_factor`` at the last step.
     """
     total = config.epochs * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
@@ -43,6 +45,11 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
     def factor(step: int) -> float:
         if config.schedule == "step":
             return config.gamma ** (step // steps_per_epoch // config.step_size) if config.step_size else 1.0
+        if config.schedule == "triangle":
+            if step < warmup:
+                return config.lr_start_factor + (1.0 - config.lr_start_factor) * step / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 1.0 + (config.lr_end_factor - 1.0) * progress
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total - warmup)

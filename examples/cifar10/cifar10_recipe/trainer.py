@@ -24,6 +24,7 @@ from .config import NORMALIZATIONS, TrainConfig, model_arguments
 from .distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, convert_sync_batchnorm
 from .execution import autocast_context
 from .loaders import Loader
+from .lookahead import Lookahead
 from .optimization import build_optimizer, lr_factor
 from .report import routing_health
 from .whitening import init_patch_whitening
@@ -74,7 +75,7 @@ def patch_stem(model: nn.Module) -> nn.Conv2d:
 
 def whiten_stem(model: nn.Module, images: torch.Tensor, normalization: str) -> None:
     """Initialise ``model``'s patch stem by patch whitening of ``images`` (uint8, (N, 3, H, W)), normalised as the
-    loaders normalise them, and freeze its weights (its bias trains)."""
+    loaders normalise them, and freeze its weights (its bias trains; ``--whiten-bias-epochs`` freezes it later)."""
     conv = patch_stem(model)
     mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in NORMALIZATIONS[normalization])
     init_patch_whitening(conv, (images.float() / 255 - mean) / std)
@@ -145,10 +146,10 @@ def evaluate(model: nn.Module, loader: Loader, autocast=None, tta: int = 0) -> D
 class Trainer:
     """A model and everything that updates it.
 
-    Builds the model (seeded with ``config.seed``; patch-whitened with ``--whiten``), the optimizer, a per-step
-    learning-rate schedule of ``steps_per_epoch`` steps per epoch, the weight average (``--ema-decay``), the autocast
-    context, the DistributedDataParallel wrapper and ``torch.compile`` of the train step, and the routing-temperature
-    annealing.
+    Builds the model (seeded with ``config.seed``; patch-whitened with ``--whiten``; BatchNorm scales frozen with
+    ``--freeze-norm-weights``), the optimizer, a per-step learning-rate schedule of ``steps_per_epoch`` steps per
+    epoch, the weight averages (``--ema-decay``, ``--lookahead-every``), the autocast context, the
+    DistributedDataParallel wrapper and ``torch.compile`` of the train step, and the routing-temperature annealing.
 
     Args:
         config: The run's configuration.
@@ -166,10 +167,16 @@ class Trainer:
         model = build_model(config, device)
         if config.whiten:
             whiten_stem(model, whitening_images[:WHITENING_IMAGES].to(device), config.normalization)
+        if config.freeze_norm_weights:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                    module.weight.requires_grad_(False)
         if config.sync_bn and distributed.enabled:
             model = convert_sync_batchnorm(model, device)
         self.model = model
         self.optimizer = build_optimizer(config, model)
+        self.lookahead = (Lookahead(model, config.lookahead_every, config.epochs * steps_per_epoch,
+                                    config.lookahead_decay) if config.lookahead_every else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, steps_per_epoch))
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
                     if config.ema_decay else None)
@@ -216,6 +223,8 @@ class Trainer:
         """
         config, model, device = self.config, self.step_model, loader.device
         model.train()
+        if config.whiten_bias_epochs:
+            patch_stem(self.model).bias.requires_grad_(epoch < config.whiten_bias_epochs)
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         first_bad = torch.full((), -1, device=device, dtype=torch.long)
@@ -238,11 +247,15 @@ class Trainer:
             if config.on_nan == "skip" and not self._all_finite(loss):
                 skipped += 1
                 self.scheduler.step()
+                if self.lookahead is not None:
+                    self.lookahead.step(self.model, first_step + step + 1)
                 continue
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.lookahead is not None:
+                self.lookahead.step(self.model, first_step + step + 1)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             total_loss += loss.detach() * len(labels)
@@ -277,6 +290,8 @@ class Trainer:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.lookahead is not None:
+            state["lookahead"] = self.lookahead.state_dict()
         return state
 
     def load_state_dict(self, weights: Dict[str, torch.Tensor], state: Dict[str, Any]) -> None:
@@ -286,6 +301,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         finite = torch.isfinite(loss).to(torch.int32)
