@@ -73,7 +73,10 @@ def recipe_tables() -> tuple:
     names = list(PRESETS)
     keys = sorted({key for values in PRESETS.values() for key in values},
                   key=[f.name for f in dataclasses.fields(TrainConfig)].index)
-    presets = [[f"``{key}``", *[f"``{PRESETS[n][key]!r}``" if key in PRESETS[n] else "default" for n in names]]
+    def show(value):  # derived floats such as the decoupled lr (1.5000000000000002) read better rounded
+        return f"``{value:.6g}``" if isinstance(value, float) else f"``{value!r}``"
+
+    presets = [[f"``{key}``", *[show(PRESETS[n][key]) if key in PRESETS[n] else "default" for n in names]]
                for key in keys]
     return (list_table(["flag", "default", "meaning"], flags, "25 15 60"),
             list_table(["setting", *names], presets))
