@@ -6,7 +6,8 @@
 # Locally first: tools/prepare_device_carry.sh; then run this with carry [".device_data"] and timeout_s >= 590.
 #   STAGES="fast anchor airbench94 benchmarks coursework fast_compile"  FAST_S=75 ANCHOR_S=60 AIRBENCH94_S=50
 #   BENCH_S=100 COURSEWORK_S=255 FAST_COMPILE_S=50  AIRBENCH94_RUNS=3  DEVICE=cuda  ANCHOR_ARGS="--runs 3"  COURSEWORK_ARGS="--channels-last --compile default"
-#   optional stage: throughput (THROUGHPUT_S=150), whole-model training images/s eager vs compiled
+#   optional stages: throughput (THROUGHPUT_S=150), whole-model training images/s eager vs compiled;
+#   blocks_compiled (BLOCKS_COMPILED_S=240), the block benchmarks compiled beside eager
 #   COURSEWORK_SEEDS="0 1"   (environment overrides; e.g. the whole 50-epoch coursework run alone, ~10 minutes:
 #   STAGES=coursework COURSEWORK_SEEDS=0 COURSEWORK_S=560)
 set -uo pipefail
@@ -29,7 +30,12 @@ stages=" ${STAGES:-fast anchor airbench94 benchmarks coursework fast_compile} "
     bash examples/cifar10/gpu_fast.sh
   # the block benchmarks only: the whole-model ones compile every model (the optional stage below)
   stage benchmarks "${BENCH_S:-100}" env BUDGET_S=0.03 BENCH_ARGS="--ignore=benchmarks/test_train_speed.py \
-    --ignore=benchmarks/test_inference_speed.py" bash benchmarks/gpu_check.sh
+    --ignore=benchmarks/test_inference_speed.py --ignore=benchmarks/test_block_speed_compiled.py" \
+    bash benchmarks/gpu_check.sh
+  # optional: the block benchmarks compiled beside eager (fused/floor with launch overhead removed)
+  stage blocks_compiled "${BLOCKS_COMPILED_S:-240}" "$PYTHON" -m pytest benchmarks/test_block_speed_compiled.py \
+    --device "${DEVICE:-cuda}" --benchmark-enable --bench-budget 0.03 -q -p no:cacheprovider \
+    --benchmark-json "$OUT/blocks_compiled_${DEVICE:-cuda}.json"
   # optional (not in the default STAGES): whole-model training throughput, eager and compiled, of the cpu and fast
   # presets' models and their static twins
   stage throughput "${THROUGHPUT_S:-150}" "$PYTHON" -m pytest benchmarks/test_train_speed.py --device "${DEVICE:-cuda}" \
