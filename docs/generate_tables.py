@@ -8,6 +8,7 @@
 """
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 from typing import List, Sequence
@@ -48,7 +49,9 @@ def models_table() -> str:
             model(torch.zeros(1, *size))
         cfg = model.cfg
         ks = " / ".join(",".join(map(str, blocks)) for blocks in cfg.block_num_experts)
-        recorded = [r for r in results if r["model"] == name]
+        # runs of this model as registered: not of a model or preset since changed, nor with another --block
+        recorded = [r for r in results if r["model"] == name and "superseded" not in r
+                    and re.findall(r"--block (\w+)", r["preset"]) in ([], [cfg.block])]
         best = max(recorded, key=lambda r: r["test_acc_mean"], default=None)
         accuracy = (f"{100 * best['test_acc_mean']:.2f}% ({best['preset']}, {best['runs']} run"
                     f"{'s' if best['runs'] > 1 else ''}, {best['hardware']})" if best else "not recorded yet")
