@@ -169,3 +169,12 @@ def test_each_family_trains_on_a_small_generated_dataset(family):
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-4:]) < 0.8 * sum(losses[:4]), losses
+
+
+def test_a_callers_pretrained_cfg_is_kept():
+    """timm passes ``pretrained_cfg`` (the caller's or the registry's) to the entrypoint; ours must keep it."""
+    model = timm.create_model("od_resnet18", pretrained_cfg={"mean": (0.1, 0.2, 0.3)}, device="meta")
+    assert model.pretrained_cfg["mean"] == (0.1, 0.2, 0.3)
+    assert model.pretrained_cfg["std"] == timm.get_pretrained_cfg("od_resnet18").std  # the rest from the registry
+    overlaid = timm.create_model("od_resnet18", pretrained_cfg_overlay={"crop_pct": 1.0}, device="meta")
+    assert overlaid.pretrained_cfg["crop_pct"] == 1.0

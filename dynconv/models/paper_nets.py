@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Mapping, Tuple, Type
 
 import timm
 import torch
-from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
+from timm.models import PretrainedCfg, generate_default_cfgs, get_pretrained_cfg, register_model
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import BasicBlock, Bottleneck
@@ -174,9 +174,15 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
     if pretrained:
         raise RuntimeError(f"No pretrained weights exist for {variant}. Use `pretrained=False` for random init.")
     base, placement, make, _ = PAPER_MODELS[variant]
-    kwargs.pop("pretrained_cfg", None)
+    # a cfg the caller passed (timm passes the registry's, or the caller's own) wins over the registry's
+    given = kwargs.pop("pretrained_cfg", None)
+    cfg = get_pretrained_cfg(variant).to_dict()
+    if isinstance(given, PretrainedCfg):
+        cfg = given.to_dict()
+    elif isinstance(given, dict):
+        cfg.update(given)
     overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
-    cfg = {**get_pretrained_cfg(variant).to_dict(), **overlay, "architecture": variant, "tag": ""}
+    cfg = {**cfg, **overlay, "architecture": variant, "tag": ""}
     model = timm.create_model(base, pretrained=False, pretrained_cfg=cfg, **kwargs)
     swap_convs(model, placement, make)
     return model
