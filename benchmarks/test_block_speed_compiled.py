@@ -10,11 +10,10 @@ configuration of two implementations at batch 2, so the path cannot rot.
 """
 import time
 
-import pytest
 import torch
+from test_block_speed import STAGE_SHAPES
 
 from blocks import IMPLEMENTATIONS, synchronize
-from test_block_speed import STAGE_SHAPES
 
 FAMILIES = ("fused", "floor", "static", "condconv", "dyconv", "odconv")
 # (stage, K): the backbone's own K
