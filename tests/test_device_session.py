@@ -40,7 +40,8 @@ def test_the_preset_stages_train_and_collect_weights(fake_cifar_root, tmp_path):
     """The fast stage and the airbench94 stage (our reproduction beside the anchor), on a few images."""
     out = tmp_path / "out"
     log = _session("fast airbench94", out, fake_cifar_root, RUNS="2", AIRBENCH94_RUNS="2", FAST_S="300",
-                   AIRBENCH94_S="300", EXTRA_ARGS="--subset 64 --test-subset 32 --epochs 1 --batch-size 32 --warmup-epochs 0.5")
+                   AIRBENCH94_S="300",
+                   EXTRA_ARGS="--subset 64 --test-subset 32 --epochs 1 --batch-size 32 --warmup-epochs 0.5")
     models = {"fast": "dynconv_cifar_fast", "airbench94": "dynconv_cifar_fast_static"}
     for name, model in models.items():
         assert f"== stage {name}: exit 0" in log, log
