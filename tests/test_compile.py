@@ -62,3 +62,26 @@ def test_the_compiled_train_step_does_not_recompile_across_epochs(block, monkeyp
         trainer.train_epoch(loader, epoch)
         frames.append(counter.frame_count)
     assert frames[0] <= 2 and frames == [frames[0]] * 3, f"compilations after each epoch: {frames}"
+
+
+def test_the_compiled_airbench94_step_recompiles_once_when_the_whitening_bias_freezes(monkeypatch):
+    """The airbench94 preset (lookahead every 5 steps rewriting the weights in place, frozen BatchNorm scales):
+    one compilation, and one more when the whitening bias stops training (its ``requires_grad`` is guarded)."""
+    counter = CompileCounterWithBackend("aot_eager")
+    original_compile = torch.compile
+    monkeypatch.setattr(trainer_module.torch, "compile",
+                        lambda model, mode=None: original_compile(model, backend=counter, mode=mode))
+    torch._dynamo.reset()
+    config = resolve_config("airbench94", {"compile": "default", "batch_size": 16, "epochs": 4, "warmup_epochs": 1.0,
+                                           "whiten_bias_epochs": 2, "channels_last": False})
+    images = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (48,))
+    loader = TensorLoader(images, labels, batch_size=16, train=True, device=torch.device("cpu"), mean=(0.5,) * 3,
+                          std=(0.25,) * 3, pad_mode="reflect", flip="alternate", drop_last=True)
+    trainer = Trainer(config, torch.device("cpu"), len(loader), images)
+    frames = []
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        trainer.train_epoch(loader, epoch)
+        frames.append(counter.frame_count)
+    assert frames[0] == 1 and frames[1] == 1 and frames[2] == frames[3] == 2, f"compilations after each epoch: {frames}"
