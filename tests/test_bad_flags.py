@@ -50,6 +50,16 @@ BAD_NEW_RUNS = [
     (["--model", "resnet18", "--block", "static"], ["--model resnet18 cannot be built", "block"]),
     (["--whiten"], ["--whiten needs a model with a patch stem"]),
     (["--loader", "torchvision"], ["--loader torchvision supports --pad-mode zeros", "--flip alternate"]),
+    (["--model-kwargs", "[2]"], ["--model-kwargs must be a JSON object", "[2]"]),
+    (["--model-kwargs", "{num_experts: 2}"], ["--model-kwargs must be a JSON object"]),
+    (["--block", "static", "--model-kwargs", '{"block": "odconv"}'], ["--model-kwargs sets ['block']"]),
+    (["--model-kwargs", '{"num_experts": [2, 2]}'], ["one entry per segment", "'num_experts': 2"]),
+    (["--model-kwargs", '{"widths": [32, -1, 8]}'], ["widths entries must be a positive integer", "-1"]),
+    (["--model-kwargs", '{"wingspan": 3}'], ["--model dynconv_cifar_tiny cannot be built", "wingspan"]),
+    (["--lookahead-every", "-1"], ["--lookahead-every must be >= 0"]),
+    (["--lookahead-decay", "1"], ["--lookahead-decay must be in [0, 1)"]),
+    (["--whiten-bias-epochs", "2"], ["--whiten-bias-epochs 2 needs --whiten"]),
+    (["--lr-end-factor=-0.1"], ["--lr-end-factor must be >= 0"]),
 ]
 
 

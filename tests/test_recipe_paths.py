@@ -222,3 +222,16 @@ def test_saved_configs_of_earlier_versions_are_upgraded():
                                         "normalization": "coursework"}
     assert upgrade_config_dict({"model": "dynconv_cifar_tiny", "compile": False})["normalization"] == "cifar10"
     assert resolve_config("coursework", {}).normalization == "coursework"
+
+
+def test_model_kwargs_reach_the_model():
+    """``--model-kwargs`` sets what has no flag of its own: here a dynamic block in the second position of each
+    segment only, a routing temperature, branch kernel sizes (1, 3)."""
+    from cifar10_recipe.trainer import build_model
+
+    config = resolve_config("cpu", {"model_kwargs": '{"num_experts": [[1, 2], [1, 2], [1, 2]], "temperature": 2.0}'})
+    assert model_arguments(config) == {"num_classes": 10, "num_experts": [[1, 2], [1, 2], [1, 2]], "temperature": 2.0}
+    model = build_model(config, torch.device("cpu"))
+    assert model.cfg.block_num_experts == ((1, 2), (1, 2), (1, 2)) and model.cfg.temperature == 2.0
+    config = resolve_config("cpu", {"model_kwargs": '{"kernel_size": [1, 3]}'})
+    assert build_model(config, torch.device("cpu")).stages[0][0].kernel_sizes == (1, 3)

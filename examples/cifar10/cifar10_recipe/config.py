@@ -39,6 +39,8 @@ class TrainConfig:
                                       "model's own)", model=True)
     num_classes: int = _opt(10, "logits of the classifier (the coursework used 20 for 10 classes)", model=True)
     drop_rate: Optional[float] = _opt(None, "dropout of the classifier head (default: the model's own)", model=True)
+    model_kwargs: str = _opt("", "further timm.create_model arguments as a JSON object, e.g. any DynConvNetCfg field: "
+                                 "'{\"num_experts\": [[1, 2], [1, 2], [1, 2]], \"kernel_size\": [1, 3]}'")
     # data
     data_dir: Optional[str] = _opt(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT, else ./data)",
                                    resumable=True)
@@ -144,6 +146,10 @@ class TrainConfig:
             raise ValueError(f"--num-experts must be >= 1, got {self.num_experts}")
         if self.whiten_bias_epochs and not self.whiten:
             raise ValueError(f"--whiten-bias-epochs {self.whiten_bias_epochs} needs --whiten")
+        extra = self.parsed_model_kwargs
+        given = sorted(name for name in extra if name in model_arguments(dataclasses.replace(self, model_kwargs="")))
+        if given:
+            raise ValueError(f"--model-kwargs sets {given}, which their own flags set too; give each once")
         if self.tta not in (0, 1, 2):
             raise ValueError(f"--tta must be 0, 1 or 2, got {self.tta}")
         if self.warmup_epochs > self.epochs:
@@ -154,6 +160,19 @@ class TrainConfig:
         if self.loader == "torchvision" and (self.pad_mode != "zeros" or self.flip == "alternate"):
             raise ValueError(f"--loader torchvision supports --pad-mode zeros and --flip random or none only, got "
                              f"--pad-mode {self.pad_mode} --flip {self.flip} (use --loader tensor)")
+
+    @property
+    def parsed_model_kwargs(self) -> Dict[str, Any]:
+        """``--model-kwargs`` as a dict (``{}`` when empty)."""
+        if not self.model_kwargs:
+            return {}
+        try:
+            value = json.loads(self.model_kwargs)
+        except ValueError as error:
+            raise ValueError(f"--model-kwargs must be a JSON object, got {self.model_kwargs!r} ({error})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"--model-kwargs must be a JSON object, got {self.model_kwargs!r}")
+        return value
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,9 +245,9 @@ def presets_help() -> str:
 
 def model_arguments(config: TrainConfig) -> Dict[str, Any]:
     """The ``timm.create_model`` arguments the configuration sets: its ``model=True`` fields that are not ``None``
-    (``None`` keeps the model's own default)."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
-            if f.metadata["model"] and getattr(config, f.name) is not None}
+    (``None`` keeps the model's own default), and those of ``--model-kwargs``."""
+    return {**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
+               if f.metadata["model"] and getattr(config, f.name) is not None}, **config.parsed_model_kwargs}
 
 
 def resumable_fields() -> frozenset:
