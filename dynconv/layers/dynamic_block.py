@@ -8,7 +8,9 @@ https://arxiv.org/abs/1903.06586). Because of the per-branch BN and activation, 
 one kernel (that is *kernel mixing*, see the other layers), but they fuse into one wide convolution:
 
 - K convolutions with C_out outputs each are one convolution with K * C_out outputs (weights concatenated); branches
-  with smaller kernels are zero-padded to the largest size, which is exact for odd sizes with centred padding.
+  with smaller kernels are stored zero-padded to the largest size, which is exact for odd sizes with centred padding.
+  With mixed sizes the forward runs one convolution per size on the kernels' own extent, so that a (1, 3) block
+  costs a 3x3 and a 1x1 convolution, not two 3x3 ones.
 - K BatchNorms over C_out channels are one BatchNorm over K * C_out channels: BN is per channel, running statistics
   included.
 
@@ -148,6 +150,9 @@ class DynamicBlock(nn.Module):
             self.register_buffer("kernel_mask", self._kernel_mask().to(**dd), persistent=False)
         else:
             self.kernel_mask = None
+        # branches of each kernel size, in order: with mixed sizes the forward runs one convolution per size
+        self.size_groups = tuple((size, tuple(b for b, s in enumerate(self.kernel_sizes) if s == size))
+                                 for size in sorted(set(self.kernel_sizes)))
         self.reset_parameters()
 
     def _kernel_mask(self) -> torch.Tensor:
@@ -180,11 +185,32 @@ class DynamicBlock(nn.Module):
             return self.conv.weight
         return self.conv.weight * self.kernel_mask
 
+    def branch_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The K branches' convolutions, concatenated: (B, C_in, H, W) -> (B, K * C_out, H', W').
+
+        With one kernel size this is the wide convolution. With mixed sizes it is one convolution per size, each on
+        its kernels' own extent (a 1x1 branch costs a 1x1 convolution, not a zero-padded k_max x k_max one); the
+        results are the same, the padded corners being zero.
+        """
+        if self.kernel_mask is None:
+            return F.conv2d(x, self.conv.weight, self.conv.bias, self.stride, self.padding)
+        max_kernel = max(self.kernel_sizes)
+        weight = self.conv.weight.view(self.num_experts, self.out_channels, self.in_channels, max_kernel, max_kernel)
+        bias = None if self.conv.bias is None else self.conv.bias.view(self.num_experts, self.out_channels)
+        per_branch = [None] * self.num_experts
+        for size, branches in self.size_groups:
+            start = (max_kernel - size) // 2
+            index = list(branches)
+            kernel = weight[index, :, :, start:start + size, start:start + size].flatten(0, 1)
+            out = F.conv2d(x, kernel, None if bias is None else bias[index].flatten(), self.stride, size // 2)
+            for branch, chunk in zip(branches, out.split(self.out_channels, dim=1), strict=True):
+                per_branch[branch] = chunk
+        return torch.cat(per_branch, dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.conv.weight.dtype)
         weights = self.routing(x)
-        branches = F.conv2d(x, self.branch_weight(), self.conv.bias, self.stride, self.padding)
-        branches = self.act(self.bn(branches))
+        branches = self.act(self.bn(self.branch_outputs(x)))
         return mix_branches(branches, weights)
 
     @torch.no_grad()
