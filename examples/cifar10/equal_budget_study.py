@@ -7,6 +7,10 @@ the ``cpu`` preset's recipe on the 2-core CPU:
     python examples/cifar10/equal_budget_study.py train    # the study's runs (resumable; finished runs are skipped)
     python examples/cifar10/equal_budget_study.py report   # table (markdown + JSON) and plot from the records
 
+Besides the five families, the study trains **levers** (issue 13's "push for the win"): variants of a dynamic
+family that could make it cheaper or better at equal time (``LEVERS``: a dynamic block only in the second position of
+every segment, branches of kernel sizes 1 and 3), timed and trained the same way at equal time.
+
 ``timing`` runs must have the machine to themselves (their wall time sets the equal-time budgets); ``train`` runs
 may share it, since accuracy after N epochs does not depend on load; their x axis in the plot is epochs times the
 family's timed seconds per epoch. The equal-time budget is the branch model's 11 epochs; each family gets the most
@@ -29,18 +33,29 @@ from cifar10_recipe.report import spread
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECORDS = HERE / "records" / "cpu-equal-budget"
 FAMILIES = ("static", "branch", "condconv", "dyconv", "odconv")
+# lever name -> (family, train.py flags beyond --block): variants that could buy a dynamic block the win at equal time
+LEVERS: Dict[str, tuple] = {
+    # the dynamic block only in the second position of every segment (as dynconv_cifar_fast does): about half the cost
+    "branch_half": ("branch", ["--model-kwargs", '{"num_experts": [[1, 2], [1, 2], [1, 2]]}']),
+    "dyconv_half": ("dyconv", ["--model-kwargs", '{"num_experts": [[1, 2], [1, 2], [1, 2]]}']),
+    # branches of kernel sizes 1 and 3: a 3x3 and a 1x1 convolution per block instead of two 3x3 ones
+    "branch_k13": ("branch", ["--model-kwargs", '{"kernel_size": [1, 3]}']),
+}
+VARIANTS = (*FAMILIES, *LEVERS)
 BUDGET_FAMILY, BUDGET_EPOCHS = "branch", 11
 TIMING_EPOCHS = 2
 TIMING_SUBSET = 12_800  # 50 full batches: the second epoch's training time scales to the 50,000 images
 TRAIN_IMAGES = 50_000
 RECORD_FILES = ("config.json", "metrics.jsonl", "summary.json")
 
-# (family, budget, seed) in the order they are trained: one seed of everything at equal time first (the question),
-# then the second seeds of static and branch, then equal epochs for the kernel-mixing families
+# (variant, budget, seed) in the order they are trained: one seed of everything at equal time first (the question),
+# then the second seeds of static and branch, then the levers at equal time, then equal epochs for the kernel-mixing
+# families
 PLAN = [
     ("static", "epochs", 0), ("branch", "epochs", 0), ("static", "time", 0), ("condconv", "time", 0),
     ("dyconv", "time", 0), ("odconv", "time", 0), ("branch", "epochs", 1), ("static", "time", 1),
-    ("static", "epochs", 1), ("condconv", "epochs", 0), ("dyconv", "epochs", 0), ("odconv", "epochs", 0),
+    ("static", "epochs", 1), *((lever, "time", 0) for lever in LEVERS),
+    ("condconv", "epochs", 0), ("dyconv", "epochs", 0), ("odconv", "epochs", 0),
 ]
 
 
@@ -52,9 +67,15 @@ def read_metrics(path: Path) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def train_command(family: str, epochs: int, seed: int, out: Path, extra: List[str]) -> List[str]:
-    return [sys.executable, str(HERE / "train.py"), "--preset", "cpu", "--block", family, "--epochs", str(epochs),
-            "--seed", str(seed), "--progress", "off", "--out", str(out), *extra]
+def variant_flags(variant: str) -> List[str]:
+    """train.py flags of a family or a lever (its family's --block, then the lever's own flags)."""
+    family, flags = LEVERS.get(variant, (variant, []))
+    return ["--block", family, *flags]
+
+
+def train_command(variant: str, epochs: int, seed: int, out: Path, extra: List[str]) -> List[str]:
+    return [sys.executable, str(HERE / "train.py"), "--preset", "cpu", *variant_flags(variant), "--epochs",
+            str(epochs), "--seed", str(seed), "--progress", "off", "--out", str(out), *extra]
 
 
 def run_and_record(name: str, command: List[str], run_dir: Path, records: Path) -> None:
@@ -74,11 +95,11 @@ def run_and_record(name: str, command: List[str], run_dir: Path, records: Path) 
 
 
 def seconds_per_epoch(records: Path) -> Dict[str, float]:
-    """Wall seconds of one steady-state epoch per family (training on all 50,000 images and the evaluation that
+    """Wall seconds of one steady-state epoch per variant (training on all 50,000 images and the evaluation that
     follows), from the timing runs' second epoch: its training time scaled from the subset to the whole training set,
     plus its evaluation time (the wall time of the epoch that was not training)."""
     result = {}
-    for family in FAMILIES:
+    for family in VARIANTS:
         path = records / f"timing-{family}" / "metrics.jsonl"
         if path.exists():
             first, last = read_metrics(path)[-2:]
@@ -105,6 +126,9 @@ def planned_runs(records: Path) -> List[tuple]:
     time_epochs = equal_time_epochs(per_epoch)
     runs = []
     for family, budget, seed in PLAN:
+        if family not in per_epoch:
+            print(f"{family}: no timing record yet, not planned (run the 'timing' step alone)", flush=True)
+            continue
         epochs = BUDGET_EPOCHS if budget == "epochs" else time_epochs[family]
         name = run_name(family, epochs, seed)
         if name not in [run[0] for run in runs]:
@@ -117,7 +141,9 @@ def collect(records: Path) -> Dict[str, Any]:
     per_epoch = seconds_per_epoch(records)
     time_epochs = equal_time_epochs(per_epoch)
     families = {}
-    for family in FAMILIES:
+    for family in VARIANTS:
+        if family in LEVERS and family not in per_epoch:
+            continue  # a lever enters the table once it is timed
         entry: Dict[str, Any] = {"seconds_per_epoch": per_epoch.get(family),
                                  "equal_time_epochs": time_epochs.get(family)}
         for budget, epochs in (("equal_epochs", BUDGET_EPOCHS), ("equal_time", time_epochs.get(family))):
@@ -146,7 +172,8 @@ def markdown_table(results: Dict[str, Any]) -> str:
     for family, entry in results["families"].items():
         seconds = entry["seconds_per_epoch"]
         lines.append(" | ".join([
-            f"| `{family}`", f"{seconds:.1f}" if seconds else "-", percent(entry["equal_epochs"]["test_acc"]),
+            f"| `{family}`" + (f" ({' '.join(variant_flags(family)[2:])})" if family in LEVERS else ""),
+            f"{seconds:.1f}" if seconds else "-", percent(entry["equal_epochs"]["test_acc"]),
             percent(entry["equal_epochs"]["test_acc_tta"]), str(entry["equal_time_epochs"] or "-"),
             percent(entry["equal_time"]["test_acc"]), percent(entry["equal_time"]["test_acc_tta"])]) + " |")
     return "\n".join(lines) + "\n"
@@ -161,7 +188,7 @@ def plot(records: Path, path: Path) -> None:
 
     per_epoch = seconds_per_epoch(records)
     figure, axis = plt.subplots(figsize=(8, 5))
-    colours = dict(zip(FAMILIES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    colours = dict(zip(VARIANTS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for run_dir in sorted(records.glob("*-e*-s*")):
         family = run_dir.name.split("-")[0]
         rows = [row for row in read_metrics(run_dir / "metrics.jsonl") if row.get("test_acc") is not None]
@@ -192,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("extra", nargs="*", help="extra train.py flags after --, e.g. -- --subset 512 (dry runs)")
     args = parser.parse_args(argv)
     if args.step == "timing":
-        for family in FAMILIES:
+        for family in VARIANTS:
             name = f"timing-{family}"
             extra = ["--subset", str(TIMING_SUBSET), *args.extra]
             run_and_record(name, train_command(family, TIMING_EPOCHS, 0, args.runs_dir / name, extra),
