@@ -88,7 +88,8 @@ def test_linear_head_with_bias_is_timms():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(downsample="conv_pool_norm", num_experts=2), "must be static"),
+    (dict(downsample="conv_pool_norm", num_experts=2), "plain Conv-BN-Act"),
+    (dict(downsample="conv_pool_norm", block="dyconv", num_experts=((1, 2), (1, 2))), "block='dyconv'"),
     (dict(head="mlp", head_bias=False), "linear head only"),
     (dict(head="mlp", logit_scale=0.5), "linear head only"),
     (dict(head="linear", logit_scale=0.0), "logit_scale"),

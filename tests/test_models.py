@@ -8,6 +8,7 @@ import timm
 import torch
 
 from dynconv.models import list_models
+from dynconv.models.dynconvnet import MODEL_CFGS
 
 ALL_MODEL_NAMES = list_models()
 # like timm's own generic tests, the full contract skips the largest models (over 80M parameters, each 5-15 s to
@@ -166,8 +167,11 @@ def test_batch_size_one_trains(name):
 
 @pytest.mark.parametrize("name", DYNCONVNET_NAMES)
 def test_config_fields_override_through_create_model(name):
-    model = timm.create_model(name, num_experts=3)
-    assert model.cfg.num_experts == 3
+    # with conv-pool-norm segments (airbench94's layout) every segment's first block stays a plain Conv-BN-Act
+    first_static = MODEL_CFGS[name].downsample == "conv_pool_norm"
+    num_experts = ((1, 3),) * len(MODEL_CFGS[name].widths) if first_static else 3
+    model = timm.create_model(name, num_experts=num_experts)
+    assert model.cfg.num_experts == num_experts
     assert model(torch.randn(BATCH, 3, 32, 32)).shape == (BATCH, model.num_classes)
 
 

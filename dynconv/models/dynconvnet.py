@@ -60,7 +60,8 @@ class DynConvNetCfg:
             the first block of every segment after the first), ``"conv_pool"`` (2x2 max pool after the first block
             of every segment, the first included: conv-pool-conv groups, which spend more compute at high
             resolution) or ``"conv_pool_norm"`` (the same pool between the first block's convolution and its norm:
-            airbench94's exact conv-pool-norm-act order; the first block of every segment must then be static).
+            airbench94's exact conv-pool-norm-act order; the first block of every segment must then be a plain
+            Conv-BN-Act: ``block="static"``, or K=1 of ``block="branch"``).
         stem: ``"conv"`` (Conv-BN-Act with "same" padding) or ``"patch"`` (a biased Conv with no padding and no
             norm, then the activation: airbench94's stem, which the recipe can initialise by patch whitening).
         stem_width: Channels of the static stem; 0 for none (the first block sees the image, as in the coursework).
@@ -141,10 +142,11 @@ class DynConvNetCfg:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
         if self.conv_init not in _CONV_INITS:
             raise ValueError(f"conv_init must be one of {_CONV_INITS}, got {self.conv_init!r}")
-        if self.downsample == "conv_pool_norm" and (self.block != "static" and any(
-                blocks[0] != 1 for blocks in self.block_num_experts)):
-            raise ValueError("downsample='conv_pool_norm' pools inside the first block of every segment, which must "
-                             f"be static (K=1); got block={self.block!r} with num_experts={self.num_experts!r}")
+        if self.downsample == "conv_pool_norm" and not (self.block == "static" or self.block == "branch" and all(
+                blocks[0] == 1 for blocks in self.block_num_experts)):
+            raise ValueError("downsample='conv_pool_norm' pools between the convolution and the norm of every "
+                             "segment's first block, which must be a plain Conv-BN-Act (block='static', or K=1 of "
+                             f"block='branch'); got block={self.block!r} with num_experts={self.num_experts!r}")
         if self.head != "linear" and (not self.head_bias or self.logit_scale != 1.0):
             raise ValueError(f"head_bias=False and logit_scale apply to the linear head only, got head={self.head!r}")
         if self.stem not in _STEM_KINDS:
