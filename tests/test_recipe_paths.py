@@ -235,3 +235,13 @@ def test_model_kwargs_reach_the_model():
     assert model.cfg.block_num_experts == ((1, 2), (1, 2), (1, 2)) and model.cfg.temperature == 2.0
     config = resolve_config("cpu", {"model_kwargs": '{"kernel_size": [1, 3]}'})
     assert build_model(config, torch.device("cpu")).stages[0][0].kernel_sizes == (1, 3)
+
+
+def test_routing_health_leaves_out_one_expert_routers():
+    """A one-kernel DyConv routes to its only kernel: nothing to mix, so no entropy to report (it used to end the
+    run at its first evaluation)."""
+    from cifar10_recipe.report import routing_health
+
+    mixed = torch.softmax(torch.randn(16, 2), dim=1)
+    health = routing_health({"stages.0.0": torch.ones(16, 1), "stages.0.1": mixed, "stages.1.0": torch.ones(16, 1)})
+    assert list(health) == ["stages.0"] and 0 < health["stages.0"]["entropy"] <= 1

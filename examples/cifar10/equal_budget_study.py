@@ -9,7 +9,7 @@ the ``cpu`` preset's recipe on the 2-core CPU:
 
 Besides the five families, the study trains **levers** (issue 13's "push for the win"): variants of a dynamic
 family that could make it cheaper or better at equal time (``LEVERS``: a dynamic block only in the second position of
-every segment, branches of kernel sizes 1 and 3), timed and trained the same way at equal time.
+every segment for branch mixing, branches of kernel sizes 1 and 3), timed and trained the same way at equal time.
 
 ``timing`` runs must have the machine to themselves (their wall time sets the equal-time budgets); ``train`` runs
 may share it, since accuracy after N epochs does not depend on load; their x axis in the plot is epochs times the
@@ -35,9 +35,9 @@ DEFAULT_RECORDS = HERE / "records" / "cpu-equal-budget"
 FAMILIES = ("static", "branch", "condconv", "dyconv", "odconv")
 # lever name -> (family, train.py flags beyond --block): variants that could buy a dynamic block the win at equal time
 LEVERS: Dict[str, tuple] = {
-    # the dynamic block only in the second position of every segment (as dynconv_cifar_fast does): about half the cost
+    # the dynamic block only in the second position of every segment (as dynconv_cifar_fast does): about half the
+    # cost (branch only: K=1 of a kernel-mixing family is still a routed one-kernel layer, not a static conv)
     "branch_half": ("branch", ["--model-kwargs", '{"num_experts": [[1, 2], [1, 2], [1, 2]]}']),
-    "dyconv_half": ("dyconv", ["--model-kwargs", '{"num_experts": [[1, 2], [1, 2], [1, 2]]}']),
     # branches of kernel sizes 1 and 3: a 3x3 and a 1x1 convolution per block instead of two 3x3 ones
     "branch_k13": ("branch", ["--model-kwargs", '{"kernel_size": [1, 3]}']),
 }

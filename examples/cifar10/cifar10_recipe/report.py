@@ -26,9 +26,12 @@ def spread(summaries: List[Dict[str, Any]], key: str) -> Optional[Dict[str, Any]
 def routing_health(weights: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, float]]:
     """Per stage (``stages.<i>``), the mean over its blocks of the routers' normalised entropy (1: uniform mix, 0: one
     branch per sample) and cross-sample variation (0: every sample gets the same mix, i.e. collapsed routing), from
-    :class:`~dynconv.RoutingRecorder` weights (block name -> (N, K))."""
+    :class:`~dynconv.RoutingRecorder` weights (block name -> (N, K)). Routers of one expert (K=1, e.g. a one-kernel
+    DyConv) have nothing to mix and are left out."""
     stages: Dict[str, List[Any]] = defaultdict(list)
     for name, block_weights in weights.items():
+        if block_weights.shape[-1] < 2:
+            continue
         stages[".".join(name.split(".")[:2])].append(routing_statistics(block_weights))
     return {stage: {"entropy": statistics.fmean(s.normalised_entropy for s in blocks),
                     "variation": statistics.fmean(s.variation for s in blocks)} for stage, blocks in stages.items()}
