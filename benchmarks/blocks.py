@@ -1,4 +1,5 @@
 """The implementations the block benchmarks compare, each built for (in_channels, out_channels, K)."""
+import time
 from typing import Callable, Dict
 
 import torch
@@ -29,6 +30,33 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued CUDA work, so a timed call measures the work and not its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def pass_function(module: nn.Module, x: torch.Tensor, mode: str, device: torch.device) -> Callable[[], None]:
+    """A call that runs ``module`` on ``x`` once and waits for it: ``"forward"`` (eval mode, inference mode) or
+    ``"forward_backward"`` (train mode, backward of a ones gradient)."""
+    if mode == "forward":
+        module.eval()
+
+        def forward():
+            with torch.inference_mode():
+                module(x)
+            synchronize(device)
+        return forward
+    module.train()
+    grad = torch.ones_like(module(x))
+
+    def forward_backward():
+        module(x).backward(grad)
+        synchronize(device)
+    return forward_backward
+
+
+def timed_rounds(run: Callable[[], None], time_budget: float) -> int:
+    """Rounds of ``run`` that fill ``time_budget`` seconds, from one timed call (5 to 200)."""
+    start = time.perf_counter()
+    run()
+    return max(5, min(200, int(time_budget / max(time.perf_counter() - start, 1e-6))))
 
 
 def _folded(in_channels: int, out_channels: int, k: int) -> nn.Module:

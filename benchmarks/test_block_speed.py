@@ -3,12 +3,10 @@
 Each group is one configuration (stage shape, batch, K, pass, memory format); within it every implementation of
 :mod:`blocks` runs on the same input. ``python benchmarks/report.py`` turns the JSON into ratio tables.
 """
-import time
-
 import pytest
 import torch
 
-from blocks import IMPLEMENTATIONS, INFERENCE_ONLY, synchronize
+from blocks import IMPLEMENTATIONS, INFERENCE_ONLY, pass_function, timed_rounds
 
 # (C_in, C_out, H): the repeated block of every stage of dynconv_cifar and of dynconv_cifar_tiny
 STAGE_SHAPES = {
@@ -17,24 +15,6 @@ STAGE_SHAPES = {
 }
 BATCHES = (1, 64, 256)
 DISABLED_BATCH = 2  # when timing is off (the default test run) every benchmark runs once at this batch
-
-
-def _pass_fn(module, x, mode: str, device):
-    if mode == "forward":
-        module.eval()
-
-        def forward():
-            with torch.inference_mode():
-                module(x)
-            synchronize(device)
-        return forward
-    module.train()
-    grad = torch.ones_like(module(x))
-
-    def forward_backward():
-        module(x).backward(grad)
-        synchronize(device)
-    return forward_backward
 
 
 def _configurations(device_type: str):
@@ -79,13 +59,10 @@ def test_block(benchmark, device, timing_enabled, time_budget, configuration, im
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
     with autocast:
-        run = _pass_fn(module, x, mode, device)
+        run = pass_function(module, x, mode, device)
         if not timing_enabled:
             benchmark(run)
             return
         for _ in range(2):  # warm-up: allocator, cuDNN/oneDNN algorithm choice
             run()
-        start = time.perf_counter()
-        run()
-        rounds = max(5, min(200, int(time_budget / max(time.perf_counter() - start, 1e-6))))
-        benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
+        benchmark.pedantic(run, rounds=timed_rounds(run, time_budget), warmup_rounds=1)

@@ -8,12 +8,10 @@ three stages, batch 64 (also 256 on CUDA), K as each backbone uses it (2 in ``dy
 compiled``; ``python benchmarks/report.py`` makes the same ratio tables. The default test run compiles one
 configuration of two implementations at batch 2, so the path cannot rot.
 """
-import time
-
 import torch
 from test_block_speed import STAGE_SHAPES
 
-from blocks import IMPLEMENTATIONS, synchronize
+from blocks import IMPLEMENTATIONS, pass_function, timed_rounds
 
 FAMILIES = ("fused", "floor", "static", "condconv", "dyconv", "odconv")
 # (stage, K): the backbone's own K
@@ -56,25 +54,12 @@ def test_block_compiled(benchmark, device, timing_enabled, time_budget, case):
     torch.manual_seed(0)
     module = IMPLEMENTATIONS[family](in_channels, out_channels, k).to(device, memory_format=torch.channels_last)
     x = torch.randn(batch, in_channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    module.train(mode == "forward_backward")
     forward = torch.compile(module) if path == "compiled" else module
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
-
-    def run():
-        with autocast:
-            if mode == "forward":
-                with torch.inference_mode():
-                    forward(x)
-            else:
-                forward(x).sum().backward()
-        synchronize(device)
-
-    for _ in range(3 if timing_enabled else 1):  # compilation, then allocator and algorithm choice
-        run()
-    rounds = 1
-    if timing_enabled:
-        begin = time.perf_counter()
-        run()
-        rounds = max(5, min(200, int(time_budget / max(time.perf_counter() - begin, 1e-6))))
-    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1 if timing_enabled else 0)
+    with autocast:
+        run = pass_function(forward, x, mode, device)  # forward_backward compiles here, forward at the first call
+        for _ in range(2 if timing_enabled else 0):  # compilation, allocator and algorithm choice
+            run()
+        rounds = timed_rounds(run, time_budget) if timing_enabled else 1
+        benchmark.pedantic(run, rounds=rounds, warmup_rounds=1 if timing_enabled else 0)

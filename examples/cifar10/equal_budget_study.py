@@ -172,7 +172,7 @@ def markdown_table(results: Dict[str, Any]) -> str:
     for family, entry in results["families"].items():
         seconds = entry["seconds_per_epoch"]
         lines.append(" | ".join([
-            f"| `{family}`" + (f" ({' '.join(variant_flags(family)[2:])})" if family in LEVERS else ""),
+            f"| `{family}`" + (f" ({' '.join(LEVERS[family][1])})" if family in LEVERS else ""),
             f"{seconds:.1f}" if seconds else "-", percent(entry["equal_epochs"]["test_acc"]),
             percent(entry["equal_epochs"]["test_acc_tta"]), str(entry["equal_time_epochs"] or "-"),
             percent(entry["equal_time"]["test_acc"]), percent(entry["equal_time"]["test_acc_tta"])]) + " |")

@@ -146,8 +146,7 @@ class TrainConfig:
             raise ValueError(f"--num-experts must be >= 1, got {self.num_experts}")
         if self.whiten_bias_epochs and not self.whiten:
             raise ValueError(f"--whiten-bias-epochs {self.whiten_bias_epochs} needs --whiten")
-        extra = self.parsed_model_kwargs
-        given = sorted(name for name in extra if name in model_arguments(dataclasses.replace(self, model_kwargs="")))
+        given = sorted(set(self.parsed_model_kwargs) & set(_flag_model_arguments(self)))
         if given:
             raise ValueError(f"--model-kwargs sets {given}, which their own flags set too; give each once")
         if self.tta not in (0, 1, 2):
@@ -246,8 +245,12 @@ def presets_help() -> str:
 def model_arguments(config: TrainConfig) -> Dict[str, Any]:
     """The ``timm.create_model`` arguments the configuration sets: its ``model=True`` fields that are not ``None``
     (``None`` keeps the model's own default), and those of ``--model-kwargs``."""
-    return {**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
-               if f.metadata["model"] and getattr(config, f.name) is not None}, **config.parsed_model_kwargs}
+    return {**_flag_model_arguments(config), **config.parsed_model_kwargs}
+
+
+def _flag_model_arguments(config: TrainConfig) -> Dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.metadata["model"] and getattr(config, f.name) is not None}
 
 
 def resumable_fields() -> frozenset:
