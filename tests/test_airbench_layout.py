@@ -1,6 +1,7 @@
-"""``dynconv_cifar_fast_static`` is airbench94's network exactly, checked against the ``airbench`` package's own
-``make_net94`` (the anchor; installed with the ``anchors`` extra) on the same weights; and the config fields that
-build it (conv-pool-norm blocks, a bias-free scaled linear head, dirac initialisation)."""
+"""``dynconv_cifar_fast_static`` is airbench94's network and ``dynconv_cifar_small_static`` airbench93's, exactly,
+checked against the ``airbench`` package's own ``make_net94`` and ``make_net93`` (the anchor; installed with the
+``anchors`` extra) on the same weights; and the config fields that build them (conv-pool-norm blocks, a bias-free
+scaled linear head, dirac initialisation)."""
 import pytest
 import timm
 import torch
@@ -10,13 +11,16 @@ from dynconv.models import DynConvNet, DynConvNetCfg
 from dynconv.models.heads import LinearClassifierHead
 
 airbench94 = pytest.importorskip("airbench.lib_airbench94")
+airbench93 = pytest.importorskip("airbench.lib_airbench93")
+# our static twin -> the airbench network it reproduces
+AIRBENCH_NETS = {"dynconv_cifar_fast_static": airbench94.make_net94, "dynconv_cifar_small_static": airbench93.make_net93}
 
 
-def _airbench_net(monkeypatch) -> nn.Module:
-    # make_net94 ends with net.half().cuda(): on the CPU, in float32, both are no-ops
+def _airbench_net(monkeypatch, model_name: str) -> nn.Module:
+    # make_net9x ends with net.half().cuda(): on the CPU, in float32, both are no-ops
     monkeypatch.setattr(nn.Module, "half", lambda self: self)
     monkeypatch.setattr(nn.Module, "cuda", lambda self, *args, **kwargs: self)
-    return airbench94.make_net94()
+    return AIRBENCH_NETS[model_name]()
 
 
 def _airbench_names(name: str) -> str:
@@ -31,10 +35,11 @@ def _airbench_names(name: str) -> str:
     return f"{group}.{ours}{int(block) + 1}.{tensor}"
 
 
-def test_the_static_twin_is_airbench94s_network(monkeypatch):
+@pytest.mark.parametrize("model_name", sorted(AIRBENCH_NETS))
+def test_the_static_twin_is_airbenchs_network(monkeypatch, model_name):
     torch.manual_seed(0)
-    ours = timm.create_model("dynconv_cifar_fast_static")
-    theirs = _airbench_net(monkeypatch)
+    ours = timm.create_model(model_name)
+    theirs = _airbench_net(monkeypatch, model_name)
     state = theirs.state_dict()
     for tensor in state.values():  # random values everywhere, running statistics included, so nothing matches by luck
         if tensor.is_floating_point():
@@ -49,11 +54,12 @@ def test_the_static_twin_is_airbench94s_network(monkeypatch):
         torch.testing.assert_close(ours(images), theirs(images.to(memory_format=torch.channels_last)))
 
 
-def test_the_static_twin_starts_as_airbench94_does(monkeypatch):
+@pytest.mark.parametrize("model_name", sorted(AIRBENCH_NETS))
+def test_the_static_twin_starts_as_airbench_does(monkeypatch, model_name):
     """dirac filters, BatchNorm eps and momentum, no classifier bias: the same initial network up to the random
     part of the initialisation."""
-    ours = timm.create_model("dynconv_cifar_fast_static")
-    theirs = _airbench_net(monkeypatch)
+    ours = timm.create_model(model_name)
+    theirs = _airbench_net(monkeypatch, model_name)
     their_state = theirs.state_dict()
     for name, our_tensor in ours.state_dict().items():
         their_tensor = their_state[_airbench_names(name)]

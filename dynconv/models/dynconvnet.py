@@ -432,10 +432,12 @@ MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
         stem_kernel_size=2, downsample="conv_pool_norm", norm_momentum=0.4, norm_eps=1e-12, head="linear",
         head_bias=False, logit_scale=1 / 9, global_pool="max", drop_rate=0.0, act_layer="gelu", conv_init="dirac"),
 )
+# airbench93's network (a quarter of airbench94's multiply-adds): the fast layout at widths 64-128-128
+MODEL_CFGS["dynconv_cifar_small"] = replace(MODEL_CFGS["dynconv_cifar_fast"], widths=(64, 128, 128))
 # the static twin of every backbone: the same layout with plain Conv-BN-Act blocks, the baseline a dynamic block must
 # beat (the kernel-mixing variants share dynconv_cifar's backbone, so dynconv_cifar_static is their twin too)
 STATIC_TWINS: Dict[str, str] = {f"{name}_static": name for name in ("dynconv_cifar", "dynconv_cifar_tiny",
-                                                                    "dynconv_cifar_fast")}
+                                                                    "dynconv_cifar_small", "dynconv_cifar_fast")}
 MODEL_CFGS.update({twin: replace(MODEL_CFGS[name], block="static", num_experts=1)
                    for twin, name in STATIC_TWINS.items()})
 _CFG_FIELDS = frozenset(field.name for field in fields(DynConvNetCfg))
@@ -480,6 +482,8 @@ default_cfgs = generate_default_cfgs({
         "dynconv_cifar_tiny", file=_pretrained_file("dynconv_cifar_tiny", "cpu_cifar10local")),
     "dynconv_cifar_tiny_static.cpu_cifar10local": _cfg(
         "dynconv_cifar_tiny_static", file=_pretrained_file("dynconv_cifar_tiny_static", "cpu_cifar10local")),
+    "dynconv_cifar_small": _cfg("dynconv_cifar_small"),
+    "dynconv_cifar_small_static": _cfg("dynconv_cifar_small_static"),
     "dynconv_cifar_fast": _cfg("dynconv_cifar_fast"),
     "dynconv_cifar_fast_static": _cfg("dynconv_cifar_fast_static"),
 })
@@ -525,6 +529,19 @@ def dynconv_cifar_tiny(pretrained: bool = False, **kwargs) -> DynConvNet:
 def dynconv_cifar_tiny_static(pretrained: bool = False, **kwargs) -> DynConvNet:
     """The static twin of ``dynconv_cifar_tiny``: the same backbone with Conv-BN-GELU blocks."""
     return _create_dynconvnet("dynconv_cifar_tiny_static", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_small(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """airbench93's layout with dynamic blocks: ``dynconv_cifar_fast`` at widths 64-128-128 (a quarter of its
+    multiply-adds)."""
+    return _create_dynconvnet("dynconv_cifar_small", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_small_static(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """The static twin of ``dynconv_cifar_small``: airbench93's network."""
+    return _create_dynconvnet("dynconv_cifar_small_static", pretrained, **kwargs)
 
 
 @register_model
