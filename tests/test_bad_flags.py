@@ -10,7 +10,7 @@ import train
 from cifar10_recipe.checkpoint import save_weights
 from cifar10_recipe.config import resolve_config
 
-QUICK = ["--preset", "cpu", "--subset", "256", "--test-subset", "128", "--epochs", "1"]
+QUICK = ["--preset", "tiny", "--subset", "256", "--test-subset", "128", "--epochs", "1"]
 
 # (flags, words the message must hold); every row must fail before the run folder exists
 BAD_NEW_RUNS = [
@@ -126,9 +126,9 @@ def _run_folder(tmp_path, text):
 @pytest.mark.parametrize("text,words", [
     ("{not json", ["config.json is not a readable configuration", "Expecting property name"]),
     ("[1, 2]", ["config.json is not a configuration: expected a JSON object, got list"]),
-    (json.dumps({"preset": "cpu", "epochs": "ten"}), ["--epochs must be int, got 'ten' (str)"]),
-    (json.dumps({"preset": "cpu", "lr": True}), ["--lr must be float, got True (bool)"]),
-    (json.dumps({"preset": "cpu", "epochs": 3, "speed": "max"}), ["unknown configuration keys ['speed']"]),
+    (json.dumps({"preset": "tiny", "epochs": "ten"}), ["--epochs must be int, got 'ten' (str)"]),
+    (json.dumps({"preset": "tiny", "lr": True}), ["--lr must be float, got True (bool)"]),
+    (json.dumps({"preset": "tiny", "epochs": 3, "speed": "max"}), ["unknown configuration keys ['speed']"]),
 ])
 def test_a_malformed_saved_config_is_one_message(text, words, tmp_path, capsys):
     run_dir = _run_folder(tmp_path, text)
@@ -145,7 +145,7 @@ def test_resume_of_a_folder_that_is_not_a_run_is_one_message(tmp_path, capsys):
 def test_evaluating_a_checkpoint_of_another_model_is_one_message(fake_cifar_root, tmp_path, capsys):
     """Weights of the static twin under a config that names the dynamic model: load_state_dict would raise a
     RuntimeError listing hundreds of keys."""
-    config = resolve_config("cpu", {"data_dir": str(fake_cifar_root)})
+    config = resolve_config("tiny", {"data_dir": str(fake_cifar_root)})
     path = tmp_path / "foreign.safetensors"
     save_weights(path, timm.create_model("dynconv_cifar_tiny_static"), config.to_dict(), epoch=0)
     code, error = _run_and_capture(["--eval", str(path)], capsys)

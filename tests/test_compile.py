@@ -49,7 +49,7 @@ def test_the_compiled_train_step_does_not_recompile_across_epochs(block, monkeyp
     monkeypatch.setattr(trainer_module.torch, "compile",
                         lambda model, mode=None: original_compile(model, backend=counter, mode=mode))
     torch._dynamo.reset()
-    config = resolve_config("cpu", {"block": block, "compile": "default", "batch_size": 32, "epochs": 3,
+    config = resolve_config("tiny", {"block": block, "compile": "default", "batch_size": 32, "epochs": 3,
                                     "temperature_start": 10.0, "temperature_epochs": 2.0, "channels_last": False})
     images = torch.randint(0, 256, (70, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (70,))

@@ -14,7 +14,7 @@ from cifar10_recipe.checkpoint import load_checkpoint
 TRAIN_SCRIPT = Path(__file__).parents[1] / "examples" / "cifar10" / "train.py"
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 # float32 (no bf16), no dropout, synchronised BatchNorm: two processes must then compute what one process computes
-ARGS = ["--preset", "cpu", "--amp", "none", "--subset", "1024", "--test-subset", "256",
+ARGS = ["--preset", "tiny", "--amp", "none", "--subset", "1024", "--test-subset", "256",
         "--batch-size", "128", "--threads", "1", "--deterministic", "--progress", "off", "--sync-bn"]
 
 

@@ -18,7 +18,7 @@ HERE = Path(__file__).parent
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 SUBSET, BATCH = 1024, 128
 STEPS_PER_EPOCH = SUBSET // BATCH
-ARGS = ["--preset", "cpu", "--subset", str(SUBSET), "--test-subset", "256", "--batch-size", str(BATCH),
+ARGS = ["--preset", "tiny", "--subset", str(SUBSET), "--test-subset", "256", "--batch-size", str(BATCH),
         "--threads", "2", "--epochs", "3", "--deterministic", "--progress", "off"]
 
 

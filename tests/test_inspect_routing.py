@@ -10,7 +10,7 @@ import train
 @pytest.mark.parametrize("block", ["branch", "odconv"])
 def test_inspect_a_run_writes_statistics_and_a_figure(block, fake_cifar_root, tmp_path):
     run_dir = tmp_path / "run"
-    assert train.main(["--preset", "cpu", "--block", block, "--subset", "512", "--test-subset", "256",
+    assert train.main(["--preset", "tiny", "--block", block, "--subset", "512", "--test-subset", "256",
                        "--batch-size", "64", "--epochs", "1", "--data-dir", str(fake_cifar_root),
                        "--out", str(run_dir)]) == 0
     out = tmp_path / "routing"

@@ -80,7 +80,7 @@ def test_collect_and_ship_a_finished_run(fake_cifar_root, tmp_path):
     import train
 
     run_dir = tmp_path / "static-run"
-    assert train.main(["--preset", "cpu", "--block", "static", "--subset", "512", "--test-subset", "256",
+    assert train.main(["--preset", "tiny", "--block", "static", "--subset", "512", "--test-subset", "256",
                        "--batch-size", "64", "--epochs", "1", "--data-dir", str(fake_cifar_root),
                        "--out", str(run_dir)]) == 0
     assert collect_weights.main([str(run_dir), str(tmp_path / "missing"), "--out", str(tmp_path / "back"),

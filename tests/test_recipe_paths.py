@@ -15,7 +15,7 @@ from cifar10_recipe.optimization import lr_factor
 from cifar10_recipe.trainer import tta_logits
 from cifar10_recipe.whitening import init_patch_whitening
 
-QUICK = ["--preset", "cpu", "--subset", "512", "--test-subset", "128", "--batch-size", "64", "--deterministic",
+QUICK = ["--preset", "tiny", "--subset", "512", "--test-subset", "128", "--batch-size", "64", "--deterministic",
          "--threads", "2"]
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 
@@ -59,7 +59,7 @@ def test_whitened_stem_trains_its_bias_only(fake_cifar_root, tmp_path):
     from cifar10_recipe.checkpoint import load_checkpoint
 
     weights, _ = load_checkpoint(run_dir / "checkpoints")
-    config = resolve_config("cpu", {"model": "dynconv_cifar_fast", "data_dir": str(fake_cifar_root)})
+    config = resolve_config("tiny", {"model": "dynconv_cifar_fast", "data_dir": str(fake_cifar_root)})
     from cifar10_recipe.data import load_cifar10
     from cifar10_recipe.trainer import build_model, whiten_stem
 
@@ -119,7 +119,7 @@ def test_tta_levels_average_the_documented_views(tta):
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():
-    config = resolve_config("cpu", {"epochs": 4, "warmup_epochs": 1.0})
+    config = resolve_config("tiny", {"epochs": 4, "warmup_epochs": 1.0})
     factor = lr_factor(config, steps_per_epoch=10)     # 40 steps, 10 of warm-up
     assert [factor(s) for s in (0, 4, 9)] == [pytest.approx(0.1), pytest.approx(0.5), pytest.approx(1.0)]
     assert [factor(s) for s in (10, 25, 40)] == [pytest.approx(1.0), pytest.approx(0.5), pytest.approx(0.0)]
@@ -127,7 +127,7 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
 
 
 def test_cosine_schedule_follows_half_a_cosine_after_warm_up():
-    config = resolve_config("cpu", {"epochs": 3, "warmup_epochs": 0.5, "schedule": "cosine"})
+    config = resolve_config("tiny", {"epochs": 3, "warmup_epochs": 0.5, "schedule": "cosine"})
     factor = lr_factor(config, steps_per_epoch=20)     # 60 steps, 10 of warm-up, 50 of cosine
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     for step in (10, 20, 35, 47, 60):
@@ -229,11 +229,11 @@ def test_model_kwargs_reach_the_model():
     segment only, a routing temperature, branch kernel sizes (1, 3)."""
     from cifar10_recipe.trainer import build_model
 
-    config = resolve_config("cpu", {"model_kwargs": '{"num_experts": [[1, 2], [1, 2], [1, 2]], "temperature": 2.0}'})
+    config = resolve_config("tiny", {"model_kwargs": '{"num_experts": [[1, 2], [1, 2], [1, 2]], "temperature": 2.0}'})
     assert model_arguments(config) == {"num_classes": 10, "num_experts": [[1, 2], [1, 2], [1, 2]], "temperature": 2.0}
     model = build_model(config, torch.device("cpu"))
     assert model.cfg.block_num_experts == ((1, 2), (1, 2), (1, 2)) and model.cfg.temperature == 2.0
-    config = resolve_config("cpu", {"model_kwargs": '{"kernel_size": [1, 3]}'})
+    config = resolve_config("tiny", {"model_kwargs": '{"kernel_size": [1, 3]}'})
     assert build_model(config, torch.device("cpu")).stages[0][0].kernel_sizes == (1, 3)
 
 

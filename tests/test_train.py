@@ -15,7 +15,7 @@ from cifar10_recipe.presets import PRESETS
 
 TRAIN_SCRIPT = Path(__file__).parents[1] / "examples" / "cifar10" / "train.py"
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
-QUICK = ["--preset", "cpu", "--subset", "1024", "--test-subset", "512", "--batch-size", "64",
+QUICK = ["--preset", "tiny", "--subset", "1024", "--test-subset", "512", "--batch-size", "64",
          "--threads", "2"]
 
 
@@ -33,7 +33,7 @@ def test_cli_run_writes_well_formed_outputs_and_learns(fake_cifar_root, tmp_path
     out = capsys.readouterr().out
     assert out.count("epoch ") >= 3 and "done: test accuracy" in out
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["preset"] == "cpu" and config["epochs"] == 3 and config["subset"] == 1024
+    assert config["preset"] == "tiny" and config["epochs"] == 3 and config["subset"] == 1024
     history = _history(run_dir)
     assert [row["epoch"] for row in history] == [0, 1, 2]
     for row in history:
@@ -161,7 +161,7 @@ def test_an_existing_run_directory_is_not_overwritten(fake_cifar_root, tmp_path,
 def test_real_data_smoke_run_is_well_above_chance(tmp_path):
     """A few hundred steps of the smallest model on the real (local) CIFAR-10 copy."""
     run_dir = tmp_path / "run"
-    args = ["--preset", "cpu", "--model", "dynconv_cifar_tiny", "--subset", "12800",
+    args = ["--preset", "tiny", "--model", "dynconv_cifar_tiny", "--subset", "12800",
             "--test-subset", "2000", "--epochs", "2", "--batch-size", "64", "--lr", "0.1", "--out", str(run_dir)]
     assert train.main(args) == 0
     accuracy = json.loads((run_dir / "summary.json").read_text())["test_acc"]
@@ -178,7 +178,7 @@ def test_runs_aggregates_the_seeds_and_each_seed_folder_resumes(fake_cifar_root,
     assert aggregate["test_acc"]["mean"] == pytest.approx(sum(s["test_acc"] for s in seeds) / 2)
     for seed in (3, 4):
         config = json.loads((run_dir / f"seed{seed}" / "config.json").read_text())
-        assert config["seed"] == seed and config["runs"] == 1 and config["preset"] == "cpu"
+        assert config["seed"] == seed and config["runs"] == 1 and config["preset"] == "tiny"
     # a seed's folder is a run folder of its own: it resumes (here: one more epoch)
     assert train.main(["--resume", str(run_dir / "seed4"), "--epochs", "2", "--allow-config-change"]) == 0
     assert len((run_dir / "seed4" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -1,7 +1,8 @@
 """The equal-budget study: does a dynamic block beat its static twin at equal epochs and at equal wall time?
 
 Every block family (static, branch, condconv, dyconv, odconv) in the ``dynconv_cifar_tiny`` backbone, trained with
-the ``cpu`` preset's recipe on the 2-core CPU:
+the ``tiny`` preset's recipe on the 2-core CPU (the preset was called ``cpu`` until ``cpu`` moved to airbench's
+recipe; the records' commands, run before the rename, say ``--preset cpu`` and mean this recipe):
 
     python examples/cifar10/equal_budget_study.py timing   # ALONE on the machine: seconds per epoch of each family
     python examples/cifar10/equal_budget_study.py train    # the study's runs (resumable; finished runs are skipped)
@@ -74,7 +75,7 @@ def variant_flags(variant: str) -> List[str]:
 
 
 def train_command(variant: str, epochs: int, seed: int, out: Path, extra: List[str]) -> List[str]:
-    return [sys.executable, str(HERE / "train.py"), "--preset", "cpu", *variant_flags(variant), "--epochs",
+    return [sys.executable, str(HERE / "train.py"), "--preset", "tiny", *variant_flags(variant), "--epochs",
             str(epochs), "--seed", str(seed), "--progress", "off", "--out", str(out), *extra]
 
 
@@ -203,7 +204,7 @@ def plot(records: Path, path: Path) -> None:
     axis.set_ylim(60, None)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, ncol=2)
-    axis.set_title("dynconv_cifar_tiny, cpu preset, per block family (local CIFAR-10 copy)")
+    axis.set_title("dynconv_cifar_tiny, tiny preset, per block family (local CIFAR-10 copy)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
