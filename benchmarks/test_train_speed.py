@@ -1,5 +1,5 @@
 """Whole-model training throughput: one optimizer step (forward, backward, Nesterov SGD) of every registered model,
-eager and compiled (``torch.compile``, inductor), channels-last, at the ``cpu`` preset's batch of 256.
+eager and compiled (``torch.compile``, inductor), channels-last, at the ``tiny`` preset's batch of 256.
 
 This is the figure a user of the recipe feels. Each group is one (model, batch); ``python
 benchmarks/throughput_report.py`` turns the JSON into images/s tables. The default test run executes the eager step
