@@ -1,4 +1,4 @@
-"""Training throughput of the tiny preset's model (the cpu preset's until it moved to airbench's recipe) in float32 and under bf16 autocast, on this CPU.
+"""Training throughput of the tiny preset's model (the old cpu preset's), float32 and bf16 autocast, on this CPU.
 
     PYTHONPATH=examples/cifar10 python benchmarks/cpu_precision.py --out benchmarks/results/cpu_precision.json
 

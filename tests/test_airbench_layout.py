@@ -13,7 +13,8 @@ from dynconv.models.heads import LinearClassifierHead
 airbench94 = pytest.importorskip("airbench.lib_airbench94")
 airbench93 = pytest.importorskip("airbench.lib_airbench93")
 # our static twin -> the airbench network it reproduces
-AIRBENCH_NETS = {"dynconv_cifar_fast_static": airbench94.make_net94, "dynconv_cifar_small_static": airbench93.make_net93}
+AIRBENCH_NETS = {"dynconv_cifar_fast_static": airbench94.make_net94,
+                 "dynconv_cifar_small_static": airbench93.make_net93}
 
 
 def _airbench_net(monkeypatch, model_name: str) -> nn.Module:

@@ -455,7 +455,8 @@ def _create_dynconvnet(variant: str, pretrained: bool = False, **kwargs) -> DynC
 # weights trained by the recipe, shipped inside the package (safetensors; metadata: accuracy, recipe, command, commit)
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 # pretrained tag -> what it names: the recipe, then the data (timm's ``model.tag`` style)
-PRETRAINED_TAGS = {"cpu_cifar10local": "the recipe's cpu preset as it was when trained (now the tiny preset), on the local CIFAR-10 copy"}
+PRETRAINED_TAGS = {
+    "cpu_cifar10local": "the recipe's cpu preset when trained (now the tiny preset), on the local CIFAR-10 copy"}
 
 
 def _pretrained_file(name: str, tag: str) -> str:

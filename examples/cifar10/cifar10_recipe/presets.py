@@ -8,9 +8,9 @@
   many epochs as fit, 8, the triangular schedule's peak kept at 23% of training (airbench's ``peak=0.23``). Eager:
   ``torch.compile`` made this model's training slower on the 2-core AVX2 CPU (``examples/cifar10/README.md``).
 - ``tiny``: ``dynconv_cifar_tiny`` (K=2 branch blocks) for 11 epochs at batch 256, SGD with a linear schedule: the
-  recipe of the equal-budget study (``examples/cifar10/equal_budget_study.py``) and of the shipped ``*.cpu_cifar10local``
-  weights. It was the ``cpu`` preset until ``cpu`` moved to airbench's recipe; records made before then say
-  ``--preset cpu`` for it.
+  recipe of the equal-budget study (``examples/cifar10/equal_budget_study.py``) and of the shipped
+  ``*.cpu_cifar10local`` weights. It was the ``cpu`` preset until ``cpu`` moved to airbench's recipe; records made
+  before then say ``--preset cpu`` for it.
 - ``airbench94``: airbench94's recipe (Jordan 2024, https://arxiv.org/abs/2404.00498; the ``airbench`` package's
   ``train94``) on its own network, ``dynconv_cifar_fast_static``: patch-whitened stem whose bias trains for 3 epochs,
   frozen BatchNorm scales, batch 1024, Nesterov SGD with airbench's decoupled lr 11.5 and weight decay 0.0153 per 1024
