@@ -25,7 +25,7 @@ def _airbench_net(monkeypatch, model_name: str) -> nn.Module:
 
 
 def _airbench_names(name: str) -> str:
-    """Our parameter or buffer name -> the same tensor's name in make_net94's Sequential."""
+    """Our parameter or buffer name -> the same tensor's name in make_net9x's Sequential."""
     if name.startswith("stem.conv."):
         return "0." + name.split(".")[-1]
     if name.startswith("head.fc."):

@@ -24,6 +24,12 @@
 from typing import Any, Dict
 
 
+def airbench_schedule(epochs: int) -> Dict[str, Any]:
+    """Length-dependent values of airbench's recipe for ``epochs`` epochs: its triangular lr peaks at 23% of training
+    (``peak=0.23``), and evaluation happens once, at the end."""
+    return {"epochs": epochs, "warmup_epochs": round(0.23 * epochs, 2), "eval_every": epochs}
+
+
 def decoupled_sgd(lr: float, weight_decay: float, momentum: float, batch_size: int) -> Dict[str, float]:
     """airbench's decoupled SGD hyperparameters as torch SGD's for a mean loss over ``batch_size`` images.
 
@@ -44,20 +50,17 @@ AIRBENCH94: Dict[str, Any] = dict(
     model="dynconv_cifar_fast_static",
     loader="tensor",
     crop_padding=2, pad_mode="reflect", flip="alternate", cutout=0,
-    epochs=10,
+    **airbench_schedule(10),
     batch_size=1024,
     optimizer="sgd", nesterov=True, **decoupled_sgd(11.5, 0.0153, 0.85, 1024), decay_all=True, bias_lr_scale=64.0,
-    schedule="triangle", warmup_epochs=2.3, lr_start_factor=0.2, lr_end_factor=0.07,
+    schedule="triangle", lr_start_factor=0.2, lr_end_factor=0.07,
     lookahead_every=5, lookahead_decay=0.95,
     freeze_norm_weights=True,
     label_smoothing=0.2,
     whiten=True, whiten_bias_epochs=3,
     channels_last=True,
     tta=2,
-    eval_every=10,
 )
-
-CPU_EPOCHS = 8
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "coursework": dict(
@@ -84,8 +87,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         amp="auto",                # bf16 where the CPU has it natively, else float32 (emulated bf16 is 8-11x slower)
         tta=1,
     ),
-    "cpu": {**AIRBENCH94, "model": "dynconv_cifar_small_static", "epochs": CPU_EPOCHS,
-            "warmup_epochs": round(0.23 * CPU_EPOCHS, 2), "eval_every": CPU_EPOCHS},
+    "cpu": {**AIRBENCH94, "model": "dynconv_cifar_small_static", **airbench_schedule(8)},
     "airbench94": AIRBENCH94,
     "fast": {**AIRBENCH94, "model": "dynconv_cifar_fast"},
 }
