@@ -3,6 +3,8 @@ the records they show.
 
 - ``generated/block_cost.png``: each implementation's time relative to a static Conv-BN-ReLU of the same shape, per
   stage shape (forward + backward, batch 64, K=4), CPU beside GPU; 1.0 is the static layer, log scale.
+- ``generated/block_cost_compiled.png``: the same ratios (fused/floor, each kernel-mixing family/static) eager beside
+  compiled (``torch.compile``, inductor), per configuration, from ``benchmarks/results/<device>_compiled.csv``.
 - ``generated/throughput.png``: whole-model images/s per model and path (inference at batch 64, training at the
   recorded batch), from ``benchmarks/results/throughput/*.csv``.
 """
@@ -22,6 +24,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 # the implementations worth a bar, in the order they are drawn (the baseline, static, is the line at 1)
 BLOCK_IMPLEMENTATIONS = ("floor", "fused", "naive", "condconv", "dyconv", "odconv", "timm_condconv")
 GROUP = re.compile(r"(?P<shape>\S+) \S+ B=(?P<batch>\d+) K=(?P<k>\d+) (?P<mode>\S+) (?P<format>\S+)")
+COMPILED_GROUP = re.compile(GROUP.pattern + r" (?P<path>eager|compiled)")
+# (ratio label, numerator, denominator) drawn from the compiled block benchmarks
+COMPILED_RATIOS = (("fused/floor", "fused", "floor"), ("condconv/static", "condconv", "static"),
+                   ("dyconv/static", "dyconv", "static"), ("odconv/static", "odconv", "static"))
 
 
 def relative_block_costs(path: Path, batch: int = 64, k: int = 4, mode: str = "forward_backward"
@@ -70,6 +76,54 @@ def draw_block_costs(out: Path) -> bool:
     return True
 
 
+def compiled_block_ratios(path: Path, mode: str = "forward_backward"
+                          ) -> Dict[Tuple[str, str], Dict[str, float]]:
+    """(configuration ``shape B= K=``, path) -> ratio label -> numerator median / denominator median, for one pass,
+    from a compiled block benchmark CSV (groups ending in ``eager`` or ``compiled``); eager before compiled."""
+    medians: Dict[Tuple[str, str], Dict[str, float]] = defaultdict(dict)
+    with open(path) as file:
+        for row in csv.DictReader(file):
+            match = COMPILED_GROUP.fullmatch(row["group"])
+            if match and match["mode"] == mode:
+                configuration = f"{match['shape']} B={match['batch']} K={match['k']}"
+                medians[(configuration, match["path"])][row["implementation"]] = float(row["median_s"])
+    return {key: {label: times[numerator] / times[denominator] for label, numerator, denominator in COMPILED_RATIOS
+                  if numerator in times and denominator in times}
+            for key, times in sorted(medians.items(), key=lambda item: (item[0][0], item[0][1] != "eager"))}
+
+
+def draw_compiled_block_costs(out: Path) -> bool:
+    """Eager beside compiled block-cost ratios, one panel per recorded device; False if there is no record."""
+    panels = [(name, compiled_block_ratios(RESULTS / f"{name}_compiled.csv")) for name in ("cpu", "cuda")
+              if (RESULTS / f"{name}_compiled.csv").is_file()]
+    panels = [(name, ratios) for name, ratios in panels if ratios]
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
+    for axis, (name, ratios) in zip(axes[0], panels, strict=True):
+        labels = [label for label, _, _ in COMPILED_RATIOS if any(label in r for r in ratios.values())]
+        keys = list(ratios)
+        colours = dict(zip(dict.fromkeys(c for c, _ in keys), plt.rcParams["axes.prop_cycle"].by_key()["color"],
+                           strict=False))
+        width = 0.8 / len(keys)
+        for index, (configuration, path) in enumerate(keys):
+            xs = [position + (index - len(keys) / 2 + 0.5) * width for position in range(len(labels))]
+            ys = [ratios[(configuration, path)].get(label, float("nan")) for label in labels]
+            axis.bar(xs, ys, width, color=colours[configuration], hatch="//" if path == "compiled" else None,
+                     edgecolor="white", label=f"{configuration}, {path}")
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        axis.set_yscale("log")
+        axis.set_xticks(range(len(labels)), labels)
+        axis.set_ylabel("time ratio")
+        axis.set_title(f"{'2-core CPU, float32' if name == 'cpu' else 'GPU, bf16'}: forward+backward, eager vs "
+                       "compiled (hatched)", fontsize=9)
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return True
+
+
 def throughput_rows() -> List[Tuple[str, str, float]]:
     """(label, implementation, images/s) for every recorded whole-model throughput at batch 64 (inference) or the
     recorded batch (training)."""
@@ -110,4 +164,5 @@ def draw_throughput(out: Path) -> bool:
 def write_charts(folder: Path) -> Dict[str, bool]:
     folder.mkdir(parents=True, exist_ok=True)
     return {"block_cost": draw_block_costs(folder / "block_cost.png"),
+            "block_cost_compiled": draw_compiled_block_costs(folder / "block_cost_compiled.png"),
             "throughput": draw_throughput(folder / "throughput.png")}

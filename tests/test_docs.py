@@ -53,3 +53,24 @@ def test_block_cost_chart_divides_by_the_static_layer_of_the_same_group(tmp_path
                      "s2 8->8@4 B=64 K=2 forward_backward contiguous,fused,0.9\n")
     # the faster static layout is the baseline; other batches, K and passes are left out
     assert relative_block_costs(table) == {"s1": {"fused": 5.0}}
+
+
+def test_compiled_block_chart_pairs_each_path_with_its_own_baseline(tmp_path):
+    sys.path.insert(0, str(DOCS))
+    from generate_charts import compiled_block_ratios
+
+    table = tmp_path / "bench_compiled.csv"
+    group = "s1 8->8@4 B=64 K=2 {mode} channels_last {path}"
+    table.write_text("group,implementation,median_s\n"
+                     f"{group.format(mode='forward_backward', path='eager')},floor,0.002\n"
+                     f"{group.format(mode='forward_backward', path='eager')},fused,0.006\n"
+                     f"{group.format(mode='forward_backward', path='eager')},static,0.001\n"
+                     f"{group.format(mode='forward_backward', path='eager')},condconv,0.004\n"
+                     f"{group.format(mode='forward_backward', path='compiled')},floor,0.004\n"
+                     f"{group.format(mode='forward_backward', path='compiled')},fused,0.005\n"
+                     f"{group.format(mode='forward', path='compiled')},fused,0.9\n"
+                     "s1 8->8@4 B=64 K=2 forward_backward channels_last,fused,0.9\n")
+    # compiled fused over compiled floor (not eager floor); the forward pass and uncompiled-suite groups left out
+    assert compiled_block_ratios(table) == {
+        ("s1 B=64 K=2", "compiled"): {"fused/floor": 1.25},
+        ("s1 B=64 K=2", "eager"): {"fused/floor": 3.0, "condconv/static": 4.0}}
