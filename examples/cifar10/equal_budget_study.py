@@ -218,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--only", nargs="*", help="train only these run names (e.g. static-e22-s0)")
     parser.add_argument("--plot", type=Path, help="report: also write the plot here (PNG)")
     parser.add_argument("extra", nargs="*", help="extra train.py flags after --, e.g. -- --subset 512 (dry runs)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # so that "--only a b -- --threads 1" reaches train.py
     if args.step == "timing":
         for family in VARIANTS:
             name = f"timing-{family}"
