@@ -1,7 +1,8 @@
 """tools/device_session.sh, dry-run on the CPU at a tiny size so that its stages cannot rot between lent GPUs.
 
 The anchor stage runs the airbench package's own train94 through benchmarks/airbench_anchor.py (its full-length
-numbers are records under benchmarks/results/).
+numbers are records under benchmarks/results/). Every other stage (the presets, compiled or not, and the three
+benchmark stages) runs once in one shared session, shrunk by the script's own EXTRA_ARGS and BENCH_SELECT.
 """
 import json
 import os
@@ -46,3 +47,52 @@ def test_the_preset_stage_trains_and_collects_weights(fake_cifar_root, tmp_path)
     record = json.loads((out / "airbench94.json").read_text())
     assert (record["preset"], record["model"], record["runs"]) == ("airbench94", "dynconv_cifar_fast_static", 2)
     assert any((out / "weights" / "airbench94").rglob("*.safetensors"))
+
+
+# train.py flags that shrink every preset stage to one step on a few images
+TINY_TRAINING = "--subset 64 --test-subset 32 --epochs 1 --batch-size 32 --warmup-epochs 0.5"
+# one configuration of each benchmark file the stages run: the eager block suite, the compiled block suite (both
+# paths) and the whole-model training benchmark
+BENCH_SELECT = "tiny.s3-1-2-forward-contiguous or tiny.s1-2-64-forward-fused or dynconv_cifar_tiny_static-eager"
+OTHER_STAGES = "fast fast_compile coursework benchmarks blocks_compiled throughput"
+
+
+@pytest.fixture(scope="module")
+def other_stages(fake_cifar_root, tmp_path_factory):
+    """(log, $OUT) of one session running every stage but the anchor and airbench94 ones at a tiny size."""
+    out = tmp_path_factory.mktemp("device_session") / "out"
+    log = _session(OTHER_STAGES, out, fake_cifar_root, EXTRA_ARGS=TINY_TRAINING, BENCH_SELECT=BENCH_SELECT,
+                   RUNS="1", FAST_COMPILE_RUNS="1", COURSEWORK_SEEDS="0", COURSEWORK_ARGS="--channels-last --workers 0",
+                   FAST_S="300", FAST_COMPILE_S="300", COURSEWORK_S="300", BENCH_S="300", BLOCKS_COMPILED_S="300",
+                   THROUGHPUT_S="300")
+    return log, out
+
+
+@pytest.mark.parametrize("stage", OTHER_STAGES.split())
+def test_every_stage_finishes(other_stages, stage):
+    log, _ = other_stages
+    assert f"== stage {stage}: exit 0" in log, log
+
+
+@pytest.mark.parametrize("name, preset, model, compiled", [
+    ("fast", "fast", "dynconv_cifar_fast", "none"), ("fast_compile", "fast", "dynconv_cifar_fast", "default"),
+    ("coursework", "coursework", "dynconv_cifar", "none")])  # the dry run leaves compiling the coursework model out
+def test_the_preset_stages_write_their_runs_and_weights(other_stages, name, preset, model, compiled):
+    _, out = other_stages
+    assert (out / f"{name}.json").is_file(), sorted(p.name for p in out.iterdir())
+    weights = out / "weights" / name
+    (config_path,) = weights.rglob("config.json")
+    config = json.loads(config_path.read_text())
+    assert (config["preset"], config["model"], config["compile"]) == (preset, model, compiled)
+    assert list(weights.rglob("*.safetensors")), sorted(str(p) for p in weights.rglob("*"))
+
+
+def test_the_benchmark_stages_write_their_tables(other_stages):
+    _, out = other_stages
+    blocks = json.loads((out / "bench_cuda.json").read_text())["benchmarks"]
+    assert blocks and all("tiny.s3" in b["group"] and "B=1 " in b["group"] for b in blocks)
+    assert (out / "bench_cuda.md").read_text().startswith("Measured")
+    compiled = json.loads((out / "blocks_compiled_cpu.json").read_text())["benchmarks"]
+    assert {b["extra_info"]["path"] for b in compiled} == {"eager", "compiled"}
+    (throughput,) = json.loads((out / "train_throughput.json").read_text())["benchmarks"]
+    assert throughput["extra_info"]["model"] == "dynconv_cifar_tiny_static"

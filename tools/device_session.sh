@@ -5,11 +5,13 @@
 # coursework preset (2 seeds at once, 50 epochs, compiled), the fast preset under torch.compile (3 seeds).
 # Locally first: tools/prepare_device_carry.sh; then run this with carry [".device_data"] and timeout_s >= 590.
 #   STAGES="fast anchor airbench94 benchmarks coursework fast_compile"  FAST_S=75 ANCHOR_S=60 AIRBENCH94_S=50
-#   BENCH_S=100 COURSEWORK_S=255 FAST_COMPILE_S=50  AIRBENCH94_RUNS=3  DEVICE=cuda  ANCHOR_ARGS="--runs 3"  COURSEWORK_ARGS="--channels-last --compile default"
+#   BENCH_S=100 COURSEWORK_S=255 FAST_COMPILE_S=50  AIRBENCH94_RUNS=3 FAST_COMPILE_RUNS=3  DEVICE=cuda  ANCHOR_ARGS="--runs 3"  COURSEWORK_ARGS="--channels-last --compile default"
 #   optional stages: throughput (THROUGHPUT_S=150), whole-model training images/s eager vs compiled;
 #   blocks_compiled (BLOCKS_COMPILED_S=240), the block benchmarks compiled beside eager
 #   COURSEWORK_SEEDS="0 1"   (environment overrides; e.g. the whole 50-epoch coursework run alone, ~10 minutes:
 #   STAGES=coursework COURSEWORK_SEEDS=0 COURSEWORK_S=560)
+#   EXTRA_ARGS (train.py flags added to every preset stage) and BENCH_SELECT (a pytest -k expression for every benchmark
+#   stage) shrink the stages for tests/test_device_session.py's dry runs on the CPU
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export OUT=${OUT:-runs/gpu} PYTHONUNBUFFERED=1
@@ -35,15 +37,15 @@ stages=" ${STAGES:-fast anchor airbench94 benchmarks coursework fast_compile} "
   # optional: the block benchmarks compiled beside eager (fused/floor with launch overhead removed)
   stage blocks_compiled "${BLOCKS_COMPILED_S:-240}" "$PYTHON" -m pytest benchmarks/test_block_speed_compiled.py \
     --device "${DEVICE:-cuda}" --benchmark-enable --bench-budget 0.03 -q -p no:cacheprovider \
-    --benchmark-json "$OUT/blocks_compiled_${DEVICE:-cuda}.json"
+    --benchmark-json "$OUT/blocks_compiled_${DEVICE:-cuda}.json" ${BENCH_SELECT:+-k "$BENCH_SELECT"}
   # optional (not in the default STAGES): whole-model training throughput, eager and compiled, of the cpu and fast
   # presets' models and their static twins
   stage throughput "${THROUGHPUT_S:-150}" "$PYTHON" -m pytest benchmarks/test_train_speed.py --device "${DEVICE:-cuda}" \
-    --benchmark-enable -q -p no:cacheprovider -k "tiny or fast" --benchmark-json "$OUT/train_throughput.json"
+    --benchmark-enable -q -p no:cacheprovider -k "${BENCH_SELECT:-tiny or fast}" --benchmark-json "$OUT/train_throughput.json"
   stage coursework "${COURSEWORK_S:-255}" env SEEDS="${COURSEWORK_SEEDS:-0 1}" WORKERS=6 \
-    LIMIT_S=$(( ${COURSEWORK_S:-255} - 15 )) EXTRA_ARGS="${COURSEWORK_ARGS:---channels-last --compile default}" \
+    LIMIT_S=$(( ${COURSEWORK_S:-255} - 15 )) EXTRA_ARGS="${COURSEWORK_ARGS:---channels-last --compile default} ${EXTRA_ARGS:-}" \
     bash examples/cifar10/gpu_coursework.sh
-  stage fast_compile "${FAST_COMPILE_S:-50}" env NAME=fast_compile RUNS=3 EXTRA_ARGS="--compile default" \
+  stage fast_compile "${FAST_COMPILE_S:-50}" env NAME=fast_compile RUNS="${FAST_COMPILE_RUNS:-3}" EXTRA_ARGS="--compile default ${EXTRA_ARGS:-}" \
     bash examples/cifar10/gpu_fast.sh
   date -u
 } 2>&1 | tee "$OUT/session.log"

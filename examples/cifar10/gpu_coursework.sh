@@ -2,7 +2,7 @@
 # The coursework preset on a lent GPU: several seeds at once on the one GPU (batch 64 leaves it mostly idle), each
 # its full 50 epochs. Prints the runs' logs, each run, and the mean and std of the final test accuracy; writes
 # coursework.json (configs, per-epoch metrics, summaries) under $OUT (else runs/gpu/), and each finished run's final
-# weights (float16) with its records under $OUT/weights/ for ship_weights.py.
+# weights (float16) with its records under $OUT/weights/coursework/ for ship_weights.py.
 #   SEEDS="0 1 2"  WORKERS=4  LIMIT_S=900  DEVICE=cuda  EXTRA_ARGS=""   (environment overrides)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -18,4 +18,4 @@ done
 wait
 for log in "$runs"/seed*.log; do echo "== $log"; cat "$log"; done
 "$PYTHON" examples/cifar10/collect_runs.py "$runs"/seed*/ --out "$out/coursework.json"
-"$PYTHON" examples/cifar10/collect_weights.py "$runs"/seed*/ --out "$out/weights" --half
+"$PYTHON" examples/cifar10/collect_weights.py "$runs"/seed*/ --out "$out/weights/coursework" --half

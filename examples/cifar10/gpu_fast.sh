@@ -12,7 +12,15 @@ runs=${RUNS_DIR:-/tmp/dynconv-$name}
 mkdir -p "$out" && rm -rf "$runs"
 "$PYTHON" examples/cifar10/train.py --preset "${PRESET:-fast}" --device "${DEVICE:-cuda}" --runs "${RUNS:-5}" --progress off \
   --out "$runs" ${EXTRA_ARGS:-} 2>&1
-cp "$runs/runs.json" "$out/$name.json" 2>/dev/null || echo "$name: no runs.json (the runs did not finish)"
+# RUNS>1 trains seed*/ subfolders and writes runs.json; RUNS=1 trains in $runs itself
+if [[ -f $runs/runs.json ]]; then
+  cp "$runs/runs.json" "$out/$name.json"
+elif [[ -f $runs/summary.json ]]; then
+  "$PYTHON" examples/cifar10/collect_runs.py "$runs" --out "$out/$name.json"
+else
+  echo "$name: no runs.json (the runs did not finish)"
+fi
 # the first seed's final weights (float16) and records under $OUT/weights/$NAME/, for ship_weights.py
 first=$(ls -d "$runs"/seed* 2>/dev/null | head -1)
+[[ -z $first && -f $runs/summary.json ]] && first=$runs
 [[ -n $first ]] && "$PYTHON" examples/cifar10/collect_weights.py "$first" --out "$out/weights/$name" --half
