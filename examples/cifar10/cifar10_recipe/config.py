@@ -70,6 +70,10 @@ class TrainConfig:
     decay_all: bool = _opt(True, "apply weight decay to norm and bias parameters too (the coursework did)")
     bias_lr_scale: float = _opt(1.0, "lr multiplier for BatchNorm shifts; their weight decay is divided by it, so "
                                      "every parameter decays equally per step (airbench uses 64)")
+    routing_lr_scale: float = _opt(1.0, "lr multiplier for the routing heads (every dynconv Router's parameters); "
+                                        "their weight decay is divided by it, so they decay per step as before")
+    routing_decay_scale: float = _opt(1.0, "multiplier of the routing heads' per-step weight decay (0: no decay on "
+                                           "them)")
     schedule: str = _opt("step", "lr schedule: step (StepLR per epoch), linear (warm-up, linear decay to 0), cosine, "
                                  "or triangle (airbench94: linear from --lr-start-factor to the peak at "
                                  "--warmup-epochs, then linear to --lr-end-factor at the last step)",
@@ -131,10 +135,11 @@ class TrainConfig:
                      "lookahead_every", "whiten_bias_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "bias_lr_scale", "gamma", "temperature_epochs"):
+        for name in ("lr", "bias_lr_scale", "routing_lr_scale", "gamma", "temperature_epochs"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_epochs", "temperature_start", "lr_start_factor", "lr_end_factor"):
+        for name in ("weight_decay", "routing_decay_scale", "warmup_epochs", "temperature_start", "lr_start_factor",
+                     "lr_end_factor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("momentum", "ema_decay", "label_smoothing", "lookahead_decay"):

@@ -5,17 +5,27 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dynconv.layers import Router
+
 from .config import TrainConfig
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD over three groups: weights (ndim > 1), other vectors, and BatchNorm shifts.
+    """Adam, AdamW or SGD over three groups: weights (ndim > 1), other vectors, and BatchNorm shifts; and two more
+    for the routing heads' weights and vectors when ``routing_lr_scale`` or ``routing_decay_scale`` is not 1.
 
     Vectors decay only with ``--decay-all``. BatchNorm shifts get ``lr * bias_lr_scale`` and their decay divided by
-    the scale, so that they decay per step like every other parameter (airbench94's treatment).
+    the scale, so that they decay per step like every other parameter (airbench94's treatment). The routing heads
+    (parameters of every :class:`dynconv.layers.Router`) get ``lr * routing_lr_scale`` and a decay multiplied by
+    ``routing_decay_scale / routing_lr_scale``: per step (SGD, AdamW), ``routing_decay_scale`` times what they would
+    decay otherwise. With both scales at 1 the groups are the three of runs recorded before the routing scales, so
+    their checkpoints resume.
     """
     norm_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine}
-    params = [p for p in model.parameters() if p.requires_grad]
+    split_routing = config.routing_lr_scale != 1.0 or config.routing_decay_scale != 1.0
+    routing = {id(p) for m in model.modules() if isinstance(m, Router) for p in m.parameters()} if split_routing \
+        else set()
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in routing]
     vector_decay = config.weight_decay if config.decay_all else 0.0
     groups = [
         {"params": [p for p in params if p.ndim > 1]},
@@ -23,6 +33,13 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
         {"params": [p for p in params if id(p) in norm_biases], "lr": config.lr * config.bias_lr_scale,
          "weight_decay": vector_decay / config.bias_lr_scale},
     ]
+    if split_routing:
+        heads = [p for p in model.parameters() if p.requires_grad and id(p) in routing]
+        decay = config.routing_decay_scale / config.routing_lr_scale
+        groups += [{"params": [p for p in heads if p.ndim > 1], "lr": config.lr * config.routing_lr_scale,
+                    "weight_decay": config.weight_decay * decay},
+                   {"params": [p for p in heads if p.ndim <= 1], "lr": config.lr * config.routing_lr_scale,
+                    "weight_decay": vector_decay * decay}]
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
