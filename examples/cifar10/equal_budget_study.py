@@ -10,7 +10,8 @@ recipe; the records' commands, run before the rename, say ``--preset cpu`` and m
 
 Besides the five families, the study trains **levers** (issue 13's "push for the win"): variants of a dynamic
 family that could make it cheaper or better at equal time (``LEVERS``: a dynamic block only in the second position of
-every segment for branch mixing, branches of kernel sizes 1 and 3), timed and trained the same way at equal time.
+every segment for branch mixing, branches of kernel sizes 1 and 3, dynamic only in the two blocks whose routing
+varies by content), timed and trained the same way at equal time.
 
 ``timing`` runs must have the machine to themselves (their wall time sets the equal-time budgets); ``train`` runs
 may share it, since accuracy after N epochs does not depend on load; their x axis in the plot is epochs times the
@@ -41,6 +42,9 @@ LEVERS: Dict[str, tuple] = {
     "branch_half": ("branch", ["--model-kwargs", '{"num_experts": [[1, 2], [1, 2], [1, 2]]}']),
     # branches of kernel sizes 1 and 3: a 3x3 and a 1x1 convolution per block instead of two 3x3 ones
     "branch_k13": ("branch", ["--model-kwargs", '{"kernel_size": [1, 3]}']),
+    # dynamic only in the two blocks whose routers varied most by content in the shipped branch model
+    # (stages.1.2 and stages.2.0, docs/routing.rst); the other four blocks static
+    "branch_routed": ("branch", ["--model-kwargs", '{"num_experts": [[1, 1], [1, 2], [2, 1]]}']),
 }
 VARIANTS = (*FAMILIES, *LEVERS)
 BUDGET_FAMILY, BUDGET_EPOCHS = "branch", 11
