@@ -6,6 +6,7 @@ import pytest
 import timm
 
 import dynconv  # noqa: F401  (registers the models)
+
 import equal_budget_study as study
 
 
