@@ -38,10 +38,10 @@ stages=" ${STAGES:-fast anchor airbench94 benchmarks coursework fast_compile} "
   stage blocks_compiled "${BLOCKS_COMPILED_S:-240}" "$PYTHON" -m pytest benchmarks/test_block_speed_compiled.py \
     --device "${DEVICE:-cuda}" --benchmark-enable --bench-budget 0.03 -q -p no:cacheprovider \
     --benchmark-json "$OUT/blocks_compiled_${DEVICE:-cuda}.json" ${BENCH_SELECT:+-k "$BENCH_SELECT"}
-  # optional (not in the default STAGES): whole-model training throughput, eager and compiled, of the cpu and fast
-  # presets' models and their static twins
+  # optional (not in the default STAGES): whole-model training throughput, eager and compiled, of the tiny, cpu
+  # (small) and fast presets' models and their static twins
   stage throughput "${THROUGHPUT_S:-150}" "$PYTHON" -m pytest benchmarks/test_train_speed.py --device "${DEVICE:-cuda}" \
-    --benchmark-enable -q -p no:cacheprovider -k "${BENCH_SELECT:-tiny or fast}" --benchmark-json "$OUT/train_throughput.json"
+    --benchmark-enable -q -p no:cacheprovider -k "${BENCH_SELECT:-tiny or small or fast}" --benchmark-json "$OUT/train_throughput.json"
   stage coursework "${COURSEWORK_S:-255}" env SEEDS="${COURSEWORK_SEEDS:-0 1}" WORKERS=6 \
     LIMIT_S=$(( ${COURSEWORK_S:-255} - 15 )) EXTRA_ARGS="${COURSEWORK_ARGS:---channels-last --compile default} ${EXTRA_ARGS:-}" \
     bash examples/cifar10/gpu_coursework.sh
