@@ -12,7 +12,7 @@ import csv
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import matplotlib
 
@@ -48,11 +48,24 @@ def relative_block_costs(path: Path, batch: int = 64, k: int = 4, mode: str = "f
     return dict(sorted(costs.items()))
 
 
+def device_panels(read: Callable[[Path], dict], suffix: str) -> List[Tuple[str, dict]]:
+    """(device, what ``read`` makes of ``benchmarks/results/<device><suffix>.csv``) for each device with a
+    non-empty record, CPU first."""
+    panels = [(name, read(RESULTS / f"{name}{suffix}.csv")) for name in ("cpu", "cuda")
+              if (RESULTS / f"{name}{suffix}.csv").is_file()]
+    return [(name, data) for name, data in panels if data]
+
+
+def save(figure, out: Path) -> bool:
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return True
+
+
 def draw_block_costs(out: Path) -> bool:
     """The block-cost chart, one panel per recorded device; False if there is no record."""
-    panels = [(name, relative_block_costs(RESULTS / f"{name}.csv")) for name in ("cpu", "cuda")
-              if (RESULTS / f"{name}.csv").is_file()]
-    panels = [(name, costs) for name, costs in panels if costs]
+    panels = device_panels(relative_block_costs, "")
     if not panels:
         return False
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
@@ -70,10 +83,7 @@ def draw_block_costs(out: Path) -> bool:
         axis.set_ylabel("time / static Conv-BN-ReLU")
         axis.set_title(f"{'2-core CPU, float32' if name == 'cpu' else 'GPU, bf16'}: forward+backward, B=64, K=4")
     axes[0][-1].legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return True
+    return save(figure, out)
 
 
 def compiled_block_ratios(path: Path, mode: str = "forward_backward"
@@ -94,9 +104,7 @@ def compiled_block_ratios(path: Path, mode: str = "forward_backward"
 
 def draw_compiled_block_costs(out: Path) -> bool:
     """Eager beside compiled block-cost ratios, one panel per recorded device; False if there is no record."""
-    panels = [(name, compiled_block_ratios(RESULTS / f"{name}_compiled.csv")) for name in ("cpu", "cuda")
-              if (RESULTS / f"{name}_compiled.csv").is_file()]
-    panels = [(name, ratios) for name, ratios in panels if ratios]
+    panels = device_panels(compiled_block_ratios, "_compiled")
     if not panels:
         return False
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
@@ -118,10 +126,7 @@ def draw_compiled_block_costs(out: Path) -> bool:
         axis.set_title(f"{'2-core CPU, float32' if name == 'cpu' else 'GPU, bf16'}: forward+backward, eager vs "
                        "compiled (hatched)", fontsize=9)
     axes[0][-1].legend(fontsize=6, ncol=2)
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return True
+    return save(figure, out)
 
 
 def throughput_rows() -> List[Tuple[str, str, float]]:
@@ -155,10 +160,7 @@ def draw_throughput(out: Path) -> bool:
     axis.set_xscale("log")
     axis.set_xlabel("images per second")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return True
+    return save(figure, out)
 
 
 def write_charts(folder: Path) -> Dict[str, bool]:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import timm
+import torch
 
 import dynconv  # noqa: F401  (registers the models)
 
@@ -49,8 +50,9 @@ def test_every_lever_builds_its_model(lever):
     flags = study.variant_flags(lever)
     family, kwargs = flags[1], json.loads(flags[flags.index("--model-kwargs") + 1])
     assert family == study.LEVERS[lever][0]
-    model = timm.create_model("dynconv_cifar_tiny", block=family, **kwargs)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    model = timm.create_model("dynconv_cifar_tiny", block=family, **kwargs).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, model.num_classes)
 
 
 def test_train_flags_after_the_separator_reach_every_run(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from dynconv.layers import Router
+from dynconv import routing_modules
 
 from .config import TrainConfig
 
@@ -16,16 +16,17 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 
     Vectors decay only with ``--decay-all``. BatchNorm shifts get ``lr * bias_lr_scale`` and their decay divided by
     the scale, so that they decay per step like every other parameter (airbench94's treatment). The routing heads
-    (parameters of every :class:`dynconv.layers.Router`) get ``lr * routing_lr_scale`` and a decay multiplied by
+    (parameters of every :func:`dynconv.routing_modules`) get ``lr * routing_lr_scale`` and a decay multiplied by
     ``routing_decay_scale / routing_lr_scale``: per step (SGD, AdamW), ``routing_decay_scale`` times what they would
     decay otherwise. With both scales at 1 the groups are the three of runs recorded before the routing scales, so
     their checkpoints resume.
     """
     norm_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine}
     split_routing = config.routing_lr_scale != 1.0 or config.routing_decay_scale != 1.0
-    routing = {id(p) for m in model.modules() if isinstance(m, Router) for p in m.parameters()} if split_routing \
-        else set()
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in routing]
+    routing = {id(p) for m in routing_modules(model) for p in m.parameters()} if split_routing else set()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in trainable if id(p) not in routing]
+    heads = [p for p in trainable if id(p) in routing]
     vector_decay = config.weight_decay if config.decay_all else 0.0
     groups = [
         {"params": [p for p in params if p.ndim > 1]},
@@ -34,12 +35,10 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
          "weight_decay": vector_decay / config.bias_lr_scale},
     ]
     if split_routing:
-        heads = [p for p in model.parameters() if p.requires_grad and id(p) in routing]
         decay = config.routing_decay_scale / config.routing_lr_scale
-        groups += [{"params": [p for p in heads if p.ndim > 1], "lr": config.lr * config.routing_lr_scale,
-                    "weight_decay": config.weight_decay * decay},
-                   {"params": [p for p in heads if p.ndim <= 1], "lr": config.lr * config.routing_lr_scale,
-                    "weight_decay": vector_decay * decay}]
+        groups += [{"params": [p for p in heads if (p.ndim > 1) == matrices], "lr": config.lr * config.routing_lr_scale,
+                    "weight_decay": (config.weight_decay if matrices else vector_decay) * decay}
+                   for matrices in (True, False)]
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
