@@ -64,3 +64,16 @@ def test_train_flags_after_the_separator_reach_every_run(tmp_path, monkeypatch):
                 "static-e11-s0", "branch-e11-s1", "--", "--threads", "1"])
     assert [c[c.index("--block") + 1] for c in commands] == ["static", "branch"]
     assert all(c[-2:] == ["--threads", "1"] and c[c.index("--preset") + 1] == "tiny" for c in commands)
+
+
+def test_the_routed_lever_is_the_registered_routed_model():
+    """The weights of the lever's run ship as dynconv_cifar_tiny_routed: both must be one network, weight for
+    weight (ship_weights.py loads strictly), with the same blocks in the same places."""
+    flags = study.variant_flags("branch_routed")
+    lever = timm.create_model("dynconv_cifar_tiny", block=flags[1],
+                              **json.loads(flags[flags.index("--model-kwargs") + 1]))
+    registered = timm.create_model("dynconv_cifar_tiny_routed")
+    assert {k: v.shape for k, v in lever.state_dict().items()} == \
+        {k: v.shape for k, v in registered.state_dict().items()}
+    assert [type(m).__name__ for m in lever.modules()] == [type(m).__name__ for m in registered.modules()]
+    assert sum(type(m).__name__ == "DynamicBlock" for m in registered.modules()) == 2

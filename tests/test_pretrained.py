@@ -14,7 +14,8 @@ PRETRAINED = timm.list_models("dynconv*", pretrained=True)
 
 
 def test_shipped_weights_are_listed_and_present():
-    assert {"dynconv_cifar_tiny.cpu_cifar10local", "dynconv_cifar_tiny_static.cpu_cifar10local"} <= set(PRETRAINED)
+    assert {"dynconv_cifar_tiny.cpu_cifar10local", "dynconv_cifar_tiny_static.cpu_cifar10local",
+            "dynconv_cifar_tiny_routed.cpu_cifar10local"} <= set(PRETRAINED)
     for name in PRETRAINED:
         path = Path(timm.models.get_pretrained_cfg(name).file)
         assert path.is_file(), f"{name}: {path} is not in the package"
