@@ -49,9 +49,11 @@ def models_table() -> str:
             model(torch.zeros(1, *size))
         cfg = model.cfg
         ks = " / ".join(",".join(map(str, blocks)) for blocks in cfg.block_num_experts)
-        # runs of this model as registered: not of a model or preset since changed, nor with another --block
+        # runs of this model as registered: not of a model or preset since changed, nor with another --block or
+        # other --model-kwargs
         recorded = [r for r in results if r["model"] == name and "superseded" not in r
-                    and re.findall(r"--block (\w+)", r["preset"]) in ([], [cfg.block])]
+                    and re.findall(r"--block (\w+)", r["preset"]) in ([], [cfg.block])
+                    and "--model-kwargs" not in r["preset"]]
         best = max(recorded, key=lambda r: r["test_acc_mean"], default=None)
         accuracy = (f"{100 * best['test_acc_mean']:.2f}% ({best['preset']}, {best['runs']} run"
                     f"{'s' if best['runs'] > 1 else ''}, {best['hardware']})" if best else "not recorded yet")
