@@ -55,7 +55,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(fake_cifar_r
 
 
 def test_resume_under_torchrun(fake_cifar_root, tmp_path):
-    common = [*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "2"]
+    common = [*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "2", "--subset", "512", "--batch-size", "64"]
     _finish(_torchrun(*common, "--out", str(tmp_path / "whole")))
     interrupted = tmp_path / "interrupted"
     process = _torchrun(*common, "--out", str(interrupted), start_new_session=True)
