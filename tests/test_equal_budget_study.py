@@ -45,12 +45,18 @@ def test_the_plan_needs_every_family_timed_and_skips_untimed_levers(tmp_path):
     assert not any(name.startswith(tuple(study.LEVERS)) for name in names)
 
 
+def _lever_model(lever):
+    """The model a lever's train.py flags build: its family's --block and its --model-kwargs on the tiny backbone."""
+    flags = study.variant_flags(lever)
+    return flags[1], timm.create_model("dynconv_cifar_tiny", block=flags[1],
+                                       **json.loads(flags[flags.index("--model-kwargs") + 1]))
+
+
 @pytest.mark.parametrize("lever", sorted(study.LEVERS))
 def test_every_lever_builds_its_model(lever):
-    flags = study.variant_flags(lever)
-    family, kwargs = flags[1], json.loads(flags[flags.index("--model-kwargs") + 1])
+    family, model = _lever_model(lever)
     assert family == study.LEVERS[lever][0]
-    model = timm.create_model("dynconv_cifar_tiny", block=family, **kwargs).eval()
+    model.eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, model.num_classes)
 
@@ -69,9 +75,7 @@ def test_train_flags_after_the_separator_reach_every_run(tmp_path, monkeypatch):
 def test_the_routed_lever_is_the_registered_routed_model():
     """The weights of the lever's run ship as dynconv_cifar_tiny_routed: both must be one network, weight for
     weight (ship_weights.py loads strictly), with the same blocks in the same places."""
-    flags = study.variant_flags("branch_routed")
-    lever = timm.create_model("dynconv_cifar_tiny", block=flags[1],
-                              **json.loads(flags[flags.index("--model-kwargs") + 1]))
+    _, lever = _lever_model("branch_routed")
     registered = timm.create_model("dynconv_cifar_tiny_routed")
     assert {k: v.shape for k, v in lever.state_dict().items()} == \
         {k: v.shape for k, v in registered.state_dict().items()}
