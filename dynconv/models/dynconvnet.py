@@ -434,6 +434,11 @@ MODEL_CFGS: Dict[str, DynConvNetCfg] = dict(
 )
 # airbench93's network (54 M multiply-adds per image against airbench94's 118 M): the fast layout at widths 64-128-128
 MODEL_CFGS["dynconv_cifar_small"] = replace(MODEL_CFGS["dynconv_cifar_fast"], widths=(64, 128, 128))
+# airbench93's network with its K=2 branch block only in the last two segments, whose routers varied by content in the
+# trained dynconv_cifar_small and dynconv_cifar_fast (the first segment's gave every image nearly the same mix): the
+# cpu preset's model
+MODEL_CFGS["dynconv_cifar_small_routed"] = replace(MODEL_CFGS["dynconv_cifar_small"],
+                                                   num_experts=((1, 1), (1, 2), (1, 2)))
 # the tiny backbone with K=2 branch mixing only in the two blocks whose routers varied by content in the trained tiny
 # model (stages.1.2 and stages.2.0, docs/routing.rst), the other four static: 1.17x the static twin's time per epoch
 # on the 2-core CPU against 2.4x, and the equal-budget study's lever branch_routed
@@ -492,6 +497,7 @@ default_cfgs = generate_default_cfgs({
         "dynconv_cifar_tiny_routed", file=_pretrained_file("dynconv_cifar_tiny_routed", "cpu_cifar10local")),
     "dynconv_cifar_small": _cfg("dynconv_cifar_small"),
     "dynconv_cifar_small_static": _cfg("dynconv_cifar_small_static"),
+    "dynconv_cifar_small_routed": _cfg("dynconv_cifar_small_routed"),
     "dynconv_cifar_fast": _cfg("dynconv_cifar_fast"),
     "dynconv_cifar_fast_static": _cfg("dynconv_cifar_fast_static"),
 })
@@ -558,6 +564,14 @@ def dynconv_cifar_small(pretrained: bool = False, **kwargs) -> DynConvNet:
 def dynconv_cifar_small_static(pretrained: bool = False, **kwargs) -> DynConvNet:
     """The static twin of ``dynconv_cifar_small``: airbench93's network."""
     return _create_dynconvnet("dynconv_cifar_small_static", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_small_routed(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """``dynconv_cifar_small`` with its K=2 branch blocks only in the last two segments (``stages.1.1`` and
+    ``stages.2.1``, where routing varies by content), a static Conv-BN-GELU block in the first; its static twin is
+    ``dynconv_cifar_small_static``."""
+    return _create_dynconvnet("dynconv_cifar_small_routed", pretrained, **kwargs)
 
 
 @register_model
