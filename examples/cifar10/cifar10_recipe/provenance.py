@@ -4,6 +4,7 @@ Every run writes this into its ``summary.json``, so a committed record names wha
 """
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -40,11 +41,12 @@ def cpu_name() -> str:
 
 
 def provenance(device: torch.device, argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    """Commit, command line, date, machine (CPU, cores, GPU) and versions, for a run's summary."""
+    """Commit, command line (shell-quoted, so that a flag such as ``--model-kwargs '{"k": 1}'`` pastes back as it
+    ran), date, machine (CPU, cores, GPU) and versions, for a run's summary."""
     argv = sys.argv if argv is None else argv
     return {
         "commit": git_commit(),
-        "command": " ".join(["python", *argv]),
+        "command": shlex.join(["python", *argv]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
