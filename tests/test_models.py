@@ -284,3 +284,16 @@ def test_torchscript_is_declared_unsupported(name):
     # ONNX; if scripting starts to work, the docs must change
     with pytest.raises(RuntimeError):  # torch.jit's frontend errors
         torch.jit.script(timm.create_model(name))
+
+
+@pytest.mark.parametrize("routed, twin, dynamic_blocks", [
+    ("dynconv_cifar_tiny_routed", "dynconv_cifar_tiny_static", ["stages.1.2", "stages.2.0"]),
+    ("dynconv_cifar_small_routed", "dynconv_cifar_small_static", ["stages.1.1", "stages.2.1"])])
+def test_routed_models_are_their_static_twin_but_where_routing_varies(routed, twin, dynamic_blocks):
+    """The routed layouts put dynamic blocks only where the trained all-dynamic model's routers vary by content; every
+    other parameter is the static twin's, so the two compare at equal cost but for those blocks."""
+    model, static = timm.create_model(routed), timm.create_model(twin)
+    assert [n for n, m in model.named_modules() if type(m).__name__ == "DynamicBlock"] == dynamic_blocks
+    elsewhere = tuple(f"{name}." for name in dynamic_blocks)
+    assert {k: v.shape for k, v in model.state_dict().items() if not k.startswith(elsewhere)} == \
+        {k: v.shape for k, v in static.state_dict().items() if not k.startswith(elsewhere)}
