@@ -1,0 +1,24 @@
+"""benchmarks/airbench_anchor.py's device plumbing: what it patches off CUDA must keep the package's computation."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from airbench_anchor import float32_whitening  # noqa: E402
+
+
+def test_whitening_under_bf16_autocast_is_the_float32_whitening():
+    """Under the anchor's whole-run bf16 autocast the package's whitening takes its patch covariance in float32, as
+    on CUDA: bit for bit the weights it gets with autocast off, and finite (bf16 rounding gave NaN filters)."""
+    utils = pytest.importorskip("airbench.utils")
+    images = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    expected, patched = nn.Conv2d(3, 24, 2, bias=False), nn.Conv2d(3, 24, 2, bias=False)
+    utils.init_whitening_conv(expected, images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        float32_whitening(utils.init_whitening_conv)(patched, images)
+    assert torch.isfinite(patched.weight).all()
+    torch.testing.assert_close(patched.weight, expected.weight, rtol=0, atol=0)
