@@ -102,8 +102,8 @@ def device_plumbing(device: torch.device, precision: str) -> Iterator[None]:
 
 def float32_whitening(init_whitening_conv: Callable[..., None]) -> Callable[..., None]:
     """The package's whitening initialisation with autocast off, as it runs on CUDA: it takes the patches'
-    covariance in float32, and under bf16 autocast that matmul would round it to bf16, whose eigenvalues fall below
-    ``-eps`` and whose whitening filters come out NaN (a whole-run-autocast anchor trained at 10%)."""
+    covariance in float32; under bf16 autocast that matmul rounds it to bf16, which changes the filters (by up to 4 on
+    random images) and made a whole-run-autocast anchor train at 10% on an AMX Xeon."""
 
     def float32_init(*args: Any, **kwargs: Any) -> None:
         with torch.autocast("cpu", enabled=False):
