@@ -14,7 +14,7 @@ package's, unchanged. Only the device plumbing is patched, and only off CUDA:
 
     python benchmarks/airbench_anchor.py --runs 1 --out benchmarks/results/airbench94_cpu.json
     python benchmarks/airbench_anchor.py --device cuda --runs 5 --out "$OUT/airbench94_cuda.json"
-    python benchmarks/airbench_anchor.py --epochs 3.7 --out benchmarks/results/airbench94_cpu_equal_time.json
+    python benchmarks/airbench_anchor.py --epochs 8.7 --out runs/airbench94_cut.json   # the anchor cut to a budget
 
 The record holds accuracy without and with airbench's TTA (level 2), training time (the package's own measure:
 whitening initialisation and training epochs, no evaluation) and provenance.
@@ -104,12 +104,7 @@ def float32_whitening(init_whitening_conv: Callable[..., None]) -> Callable[...,
     """The package's whitening initialisation with autocast off, as it runs on CUDA: it takes the patches'
     covariance in float32; under bf16 autocast that matmul rounds it to bf16, which changes the filters (by up to 4 on
     random images) and made a whole-run-autocast anchor train at 10% on an AMX Xeon."""
-
-    def float32_init(*args: Any, **kwargs: Any) -> None:
-        with torch.autocast("cpu", enabled=False):
-            init_whitening_conv(*args, **kwargs)
-
-    return float32_init
+    return torch.autocast("cpu", enabled=False)(init_whitening_conv)
 
 
 def run_once(device: torch.device, precision: str, epochs: Optional[float]) -> Dict[str, float]:
