@@ -9,7 +9,9 @@ package's, unchanged. Only the device plumbing is patched, and only off CUDA:
   fp16 are widened to float32 (same values) because CPU convolutions take float32 or bf16;
 - ``make_net94`` calls ``net.half().cuda()``: off CUDA both are no-ops, so the weights stay float32, and the whole
   run is under bf16 autocast when ``--precision bf16`` (on CUDA the package's fp16 weights are used as they are),
-  except the whitening initialisation, which computes its covariance in float32 as on CUDA;
+  except the whitening initialisation, which computes its covariance in float32 as on CUDA. That autocast does not
+  cache its bf16 weight casts (``cache_enabled=False``): the cache lives as long as the context, so over a whole run
+  every forward would use the first step's weights (the anchor trained at chance that way);
 - ``torch.cuda.Event`` / ``torch.cuda.synchronize`` time the run: off CUDA a wall clock replaces them.
 
     python benchmarks/airbench_anchor.py --runs 1 --out benchmarks/results/airbench94_cpu.json
@@ -96,7 +98,7 @@ def device_plumbing(device: torch.device, precision: str) -> Iterator[None]:
         stack.enter_context(patched(nn.Module, "half", lambda self: self))
         if precision == "bf16":
             stack.enter_context(patched(utils, "init_whitening_conv", float32_whitening(utils.init_whitening_conv)))
-            stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+            stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False))
         yield
 
 
