@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,25 @@ def test_the_benchmark_stages_write_their_tables(other_stages):
     assert {b["extra_info"]["path"] for b in compiled} == {"eager", "compiled"}
     (throughput,) = json.loads((out / "train_throughput.json").read_text())["benchmarks"]
     assert throughput["extra_info"]["model"] == "dynconv_cifar_tiny_static"
+
+
+def test_the_carry_holds_timm_and_airbench_with_their_versions(tmp_path):
+    """The device has neither package installed: the carry's pylib alone must import-path them and name their
+    versions (the anchor's record reads airbench's with importlib.metadata, which failed on a lent H200 when the
+    carry held the modules without their dist-info)."""
+    pytest.importorskip("airbench")
+    shared = ROOT.parent / "shared"
+    if not (shared / "data" / "cifar10-source").is_dir():
+        pytest.skip("no ../shared beside the checkout")
+    dest = tmp_path / "carry"
+    environment = {**os.environ, "DEST": str(dest), "PYTHON": sys.executable, "SHARED": str(shared)}
+    result = subprocess.run(["bash", str(ROOT / "tools" / "prepare_device_carry.sh")], env=environment, cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # -S: no site-packages, so only the carry can answer
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from importlib.metadata import version; "
+             "print(version('timm'), version('airbench'))")
+    answer = subprocess.run([sys.executable, "-S", "-c", probe, str(dest / "pylib")], capture_output=True, text=True)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.split() == [version("timm"), version("airbench")]  # the installed ones
+    assert (dest / "tools" / "cifar10-root").is_file() and (dest / "data" / "cifar10-source").is_dir()
