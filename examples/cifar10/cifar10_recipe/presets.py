@@ -4,11 +4,12 @@
   set ``num_classes=20`` for a 10-class problem (the extra logits are never targets, so they only lower their own
   scores); we default to 10, and ``--num-classes 20`` reproduces the quirk.
 - ``cpu``: the 2-core CPU's 20-minute budget, the README's main command: airbench94's recipe on its own network
-  (``dynconv_cifar_fast_static``) for 9 epochs, the most that fit 20 minutes on a 2-core Intel Xeon with AMX, which
-  trains in bf16 (``--amp auto``), the triangular schedule's peak kept at 23% of training (airbench's
-  ``peak=0.23``). The dynamic candidate measured at equal time there (airbench94's network with a K=2 branch block
-  second in its last segment, 7 epochs against 8) was level without test-time augmentation and 0.7 points behind
-  with it (``examples/cifar10/README.md``), so the preset is static. A CPU without native bf16 trains in float32 at
+  (``dynconv_cifar_fast_static``) for 9 epochs, the most that fit 20 minutes on a 2-core Intel Xeon with AMX (17-21
+  minutes measured over three seeds, as the machine's speed varied), which trains in bf16 (``--amp auto``), the
+  triangular schedule's peak kept at 23% of training (airbench's ``peak=0.23``). The dynamic candidate measured at
+  equal time there (airbench94's network with a K=2 branch block second in its last segment, 7 epochs against 8)
+  was level without test-time augmentation and 0.7 points behind with it (``examples/cifar10/README.md``), so the
+  preset is static. A CPU without native bf16 trains in float32 at
   about half the speed. Eager: ``torch.compile`` made training slower on both CPUs measured.
 - ``tiny``: ``dynconv_cifar_tiny`` (K=2 branch blocks) for 11 epochs at batch 256, SGD with a linear schedule: the
   recipe of the equal-budget study (``examples/cifar10/equal_budget_study.py``) and of the shipped
