@@ -12,11 +12,14 @@ rm -rf "$dest"
 mkdir -p "$dest"/tools "$dest"/data "$dest"/pylib
 cp "$shared"/tools/cifar10-root "$shared"/tools/make_cifar10.py "$dest"/tools/
 cp -r "$shared"/data/cifar10-source "$dest"/data/
-for package in timm airbench; do  # pure Python; airbench is the anchor (benchmarks/airbench_anchor.py)
-  cp -r "$("$python" -c "import $package, os; print(os.path.dirname($package.__file__))")" "$dest"/pylib/
-  # its dist-info too: the anchor's record names the package's version, which importlib.metadata reads from there
-  cp -r "$("$python" -c "import importlib.metadata as m
-print(next(f for f in m.distribution('$package').files if f.name == 'METADATA').locate().parent)")" "$dest"/pylib/
-done
+# each package's folder and its dist-info (the anchor's record names airbench's version: importlib.metadata reads it
+# from there); airbench is the anchor (benchmarks/airbench_anchor.py), both are pure Python
+"$python" - <<'PY' | xargs -d '\n' cp -r -t "$dest"/pylib/
+import importlib, importlib.metadata
+for package in ("timm", "airbench"):
+    files = importlib.metadata.distribution(package).files
+    print(importlib.import_module(package).__path__[0])
+    print(next(f for f in files if f.name == "METADATA").locate().parent)
+PY
 find "$dest"/pylib -name __pycache__ -prune -exec rm -rf {} +
 du -sh "$dest"

@@ -9,8 +9,8 @@
   triangular schedule's peak kept at 23% of training (airbench's ``peak=0.23``). The dynamic candidate measured at
   equal time there (airbench94's network with a K=2 branch block second in its last segment, 7 epochs against 8)
   was level without test-time augmentation and 0.7 points behind with it (``examples/cifar10/README.md``), so the
-  preset is static. A CPU without native bf16 trains in float32 at
-  about half the speed. Eager: ``torch.compile`` made training slower on both CPUs measured.
+  preset is static. A CPU without native bf16 trains in float32 at about half the speed. Eager: ``torch.compile``
+  made training slower on both CPUs measured.
 - ``tiny``: ``dynconv_cifar_tiny`` (K=2 branch blocks) for 11 epochs at batch 256, SGD with a linear schedule: the
   recipe of the equal-budget study (``examples/cifar10/equal_budget_study.py``) and of the shipped
   ``*.cpu_cifar10local`` weights. It was the ``cpu`` preset until ``cpu`` moved to airbench's recipe; records made
