@@ -62,11 +62,16 @@ class TrainConfig:
     # optimisation
     epochs: int = _opt(50, "training epochs")
     batch_size: int = _opt(64, "images per optimizer step: the global batch, split evenly across torchrun processes")
-    optimizer: str = _opt("adam", "optimizer", ("adam", "adamw", "sgd"))
+    optimizer: str = _opt("adam", "optimizer: adam, adamw, sgd, or muon (Muon for the convolution filters, SGD with "
+                                  "--lr, --momentum, --nesterov, --weight-decay for the rest; airbench94_muon)",
+                          ("adam", "adamw", "sgd", "muon"))
     lr: float = _opt(1e-3, "peak learning rate")
     weight_decay: float = _opt(1e-4, "weight decay (L2 for adam and sgd, decoupled for adamw)")
     momentum: float = _opt(0.9, "SGD momentum")
-    nesterov: bool = _opt(False, "Nesterov momentum (sgd)")
+    nesterov: bool = _opt(False, "Nesterov momentum (sgd, muon)")
+    muon_lr: float = _opt(0.24, "Muon's lr for the convolution filters (optimizer=muon): the size of each step "
+                                "relative to the filters, whose norm Muon keeps fixed")
+    muon_momentum: float = _opt(0.6, "Muon's momentum for the convolution filters (optimizer=muon)")
     decay_all: bool = _opt(True, "apply weight decay to norm and bias parameters too (the coursework did)")
     bias_lr_scale: float = _opt(1.0, "lr multiplier for BatchNorm shifts; their weight decay is divided by it, so "
                                      "every parameter decays equally per step (airbench uses 64)")
@@ -98,6 +103,11 @@ class TrainConfig:
     whiten: bool = _opt(False, "initialise a patch stem by patch whitening of training images and freeze its weights")
     whiten_bias_epochs: int = _opt(0, "with --whiten: train the stem's bias for this many epochs, then freeze it "
                                       "(airbench94: 3; 0: it trains throughout)")
+    whiten_bias_lr_scale: float = _opt(1.0, "with --whiten: lr multiplier for the stem's bias; its weight decay is "
+                                            "divided by it (airbench94_muon: 64, as for BatchNorm shifts)")
+    whiten_bias_decay: bool = _opt(False, "with --whiten-bias-epochs: the stem bias's lr decays linearly from its peak "
+                                          "to 0 over those epochs (airbench94_muon) instead of following --schedule "
+                                          "until it freezes (airbench94)")
     # evaluation
     tta: int = _opt(0, "test-time augmentation at the final evaluation: 0 none, 1 mirror, 2 mirror and 1-pixel "
                        "translations (airbench94's level 2)")
@@ -135,14 +145,15 @@ class TrainConfig:
                      "lookahead_every", "whiten_bias_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "bias_lr_scale", "routing_lr_scale", "gamma", "temperature_epochs"):
+        for name in ("lr", "bias_lr_scale", "routing_lr_scale", "gamma", "temperature_epochs", "muon_lr",
+                     "whiten_bias_lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "routing_decay_scale", "warmup_epochs", "temperature_start", "lr_start_factor",
                      "lr_end_factor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("momentum", "ema_decay", "label_smoothing", "lookahead_decay"):
+        for name in ("momentum", "muon_momentum", "ema_decay", "label_smoothing", "lookahead_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if self.drop_rate is not None and not 0.0 <= self.drop_rate < 1.0:
@@ -151,6 +162,10 @@ class TrainConfig:
             raise ValueError(f"--num-experts must be >= 1, got {self.num_experts}")
         if self.whiten_bias_epochs and not self.whiten:
             raise ValueError(f"--whiten-bias-epochs {self.whiten_bias_epochs} needs --whiten")
+        if self.whiten_bias_decay and not self.whiten_bias_epochs:
+            raise ValueError("--whiten-bias-decay needs --whiten-bias-epochs > 0 (the epochs over which it decays)")
+        if self.whiten_bias_lr_scale != 1.0 and not self.whiten:
+            raise ValueError(f"--whiten-bias-lr-scale {self.whiten_bias_lr_scale} needs --whiten")
         given = sorted(set(self.parsed_model_kwargs) & set(_flag_model_arguments(self)))
         if given:
             raise ValueError(f"--model-kwargs sets {given}, which their own flags set too; give each once")

@@ -1,6 +1,6 @@
 """The optimizer with its parameter groups, and the learning-rate schedule as a per-step factor."""
 import math
-from typing import Callable
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
@@ -8,11 +8,20 @@ from torch import nn
 from dynconv import routing_modules
 
 from .config import TrainConfig
+from .muon import Muon
+
+#: Name of the parameter group that holds a whitened stem's bias when it has its own lr or schedule.
+STEM_BIAS_GROUP = "stem_bias"
 
 
-def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD over three groups: weights (ndim > 1), other vectors, and BatchNorm shifts; and two more
-    for the routing heads' weights and vectors when ``routing_lr_scale`` or ``routing_decay_scale`` is not 1.
+def build_optimizer(config: TrainConfig, model: nn.Module,
+                    stem_bias: Optional[nn.Parameter] = None) -> torch.optim.Optimizer:
+    """Adam, AdamW, SGD or Muon over three groups: weights (ndim > 1), other vectors, and BatchNorm shifts; two more
+    for the routing heads' weights and vectors when ``routing_lr_scale`` or ``routing_decay_scale`` is not 1; one for
+    ``stem_bias`` (a whitened stem's bias) when ``whiten_bias_lr_scale`` is not 1 or ``whiten_bias_decay`` is set;
+    and, for ``muon``, a last group of the convolution filters outside the routing heads, which Muon updates
+    (:class:`~cifar10_recipe.muon.Muon`, lr ``muon_lr``, momentum ``muon_momentum``, no weight decay) while SGD
+    updates the other groups (airbench94_muon's split).
 
     Vectors decay only with ``--decay-all``. BatchNorm shifts get ``lr * bias_lr_scale`` and their decay divided by
     the scale, so that they decay per step like every other parameter (airbench94's treatment). The routing heads
@@ -23,9 +32,14 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     """
     norm_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine}
     split_routing = config.routing_lr_scale != 1.0 or config.routing_decay_scale != 1.0
-    routing = {id(p) for m in routing_modules(model) for p in m.parameters()} if split_routing else set()
+    muon = config.optimizer == "muon"
+    all_routing = {id(p) for m in routing_modules(model) for p in m.parameters()} if split_routing or muon else set()
+    routing = all_routing if split_routing else set()
+    split_stem = stem_bias is not None and (config.whiten_bias_lr_scale != 1.0 or config.whiten_bias_decay)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    params = [p for p in trainable if id(p) not in routing]
+    filters = [p for p in trainable if p.ndim == 4 and id(p) not in all_routing] if muon else []
+    set_apart = {id(p) for p in filters} | ({id(stem_bias)} if split_stem else set())
+    params = [p for p in trainable if id(p) not in routing and id(p) not in set_apart]
     heads = [p for p in trainable if id(p) in routing]
     vector_decay = config.weight_decay if config.decay_all else 0.0
     groups = [
@@ -39,6 +53,14 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
         groups += [{"params": [p for p in heads if (p.ndim > 1) == matrices], "lr": config.lr * config.routing_lr_scale,
                     "weight_decay": (config.weight_decay if matrices else vector_decay) * decay}
                    for matrices in (True, False)]
+    if split_stem:
+        groups.append({"params": [stem_bias], "name": STEM_BIAS_GROUP, "lr": config.lr * config.whiten_bias_lr_scale,
+                       "weight_decay": vector_decay / config.whiten_bias_lr_scale})
+    if muon:
+        groups.append({"params": filters, "muon": True, "lr": config.muon_lr, "momentum": config.muon_momentum,
+                       "weight_decay": 0.0})
+        return Muon(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                    weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -74,3 +96,18 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def lr_factors(config: TrainConfig, steps_per_epoch: int,
+               optimizer: torch.optim.Optimizer) -> List[Callable[[int], float]]:
+    """One :func:`lr_factor` per parameter group of ``optimizer`` (a LambdaLR's lambdas), except that with
+    ``whiten_bias_decay`` the stem bias's group decays linearly from its peak to 0 at ``whiten_bias_epochs``
+    (airbench94_muon's), when the bias freezes."""
+    factor = lr_factor(config, steps_per_epoch)
+    stem_steps = config.whiten_bias_epochs * steps_per_epoch
+
+    def stem_factor(step: int) -> float:
+        return max(0.0, 1.0 - step / stem_steps)
+
+    return [stem_factor if config.whiten_bias_decay and group.get("name") == STEM_BIAS_GROUP else factor
+            for group in optimizer.param_groups]

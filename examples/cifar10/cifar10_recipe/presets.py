@@ -50,6 +50,27 @@ def decoupled_sgd(lr: float, weight_decay: float, momentum: float, batch_size: i
     return {"lr": lr * batch_size / scale, "weight_decay": weight_decay / lr, "momentum": momentum}
 
 
+def airbench_muon_sgd(head_lr: float, bias_lr: float, weight_decay: float, batch_size: int) -> Dict[str, float]:
+    """airbench94_muon's SGD hyperparameters (head, BatchNorm shifts, stem bias) as ours for a mean loss over
+    ``batch_size`` images and our head.
+
+    airbench94_muon sums the loss over the batch and gives torch SGD ``lr`` and ``weight_decay / lr``, so each step
+    decays by ``weight_decay`` whatever the lr; with a mean loss the same steps take ``lr * batch_size``. Its head is
+    rescaled to unit std and its logits divided by 256 (the width); ours keeps PyTorch's initialisation (std 0.036,
+    about 9/256) and scales logits by 1/9: the same function for ``ours = theirs * 9 / 256``, under which SGD's lr maps
+    by ``(9 / 256) ** 2``. The BatchNorm shifts' and the stem bias's lr are given as multiples of the head's.
+
+    Example:
+        >>> values = airbench_muon_sgd(0.67, 0.053, 2e-6 * 2000, 2000)
+        >>> round(values["lr"], 4), round(values["bias_lr_scale"], 1)
+        (1.6561, 64.0)
+    """
+    lr = head_lr * batch_size * (9 / 256) ** 2
+    bias_scale = bias_lr * batch_size / lr
+    return {"lr": lr, "weight_decay": weight_decay / lr, "bias_lr_scale": bias_scale,
+            "whiten_bias_lr_scale": bias_scale}
+
+
 AIRBENCH94: Dict[str, Any] = dict(
     model="dynconv_cifar_fast_static",
     loader="tensor",
@@ -65,6 +86,17 @@ AIRBENCH94: Dict[str, Any] = dict(
     channels_last=True,
     tta=2,
 )
+
+AIRBENCH94_MUON: Dict[str, Any] = {
+    **AIRBENCH94,
+    "epochs": 8, "warmup_epochs": 0.0, "eval_every": 8,
+    "batch_size": 2000,
+    "optimizer": "muon", "muon_lr": 0.24, "muon_momentum": 0.6, "momentum": 0.85, "nesterov": True,
+    **airbench_muon_sgd(0.67, 0.053, 2e-6 * 2000, 2000),
+    "schedule": "linear", "lr_start_factor": 0.0, "lr_end_factor": 0.0,
+    "lookahead_every": 0,
+    "whiten_bias_decay": True,
+}
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "coursework": dict(
@@ -93,5 +125,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     ),
     "cpu": {**AIRBENCH94, **airbench_schedule(9)},
     "airbench94": AIRBENCH94,
+    "airbench94_muon": AIRBENCH94_MUON,
     "fast": {**AIRBENCH94, "model": "dynconv_cifar_fast"},
 }

@@ -25,7 +25,7 @@ from .distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, convert_sy
 from .execution import autocast_context
 from .loaders import Loader
 from .lookahead import Lookahead
-from .optimization import build_optimizer, lr_factor
+from .optimization import build_optimizer, lr_factors
 from .report import routing_health
 from .whitening import init_patch_whitening
 
@@ -174,10 +174,11 @@ class Trainer:
         if config.sync_bn and distributed.enabled:
             model = convert_sync_batchnorm(model, device)
         self.model = model
-        self.optimizer = build_optimizer(config, model)
+        self.optimizer = build_optimizer(config, model, patch_stem(model).bias if config.whiten else None)
         self.lookahead = (Lookahead(model, config.lookahead_every, config.epochs * steps_per_epoch,
                                     config.lookahead_decay) if config.lookahead_every else None)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lr_factors(config, steps_per_epoch, self.optimizer))
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
                     if config.ema_decay else None)
         self.autocast = autocast_context(config, device)
