@@ -19,8 +19,10 @@ NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
-    """Newton-Schulz approximation of ``U V^T`` for ``matrix = U S V^T``: the same singular vectors, singular values
-    in roughly [0.5, 1.2] instead of exactly 1 (what the fast coefficients trade for few steps), in float32.
+    """Newton-Schulz approximation of ``U V^T`` for ``matrix = U S V^T``: the same singular vectors, and singular
+    values in roughly [0.5, 1.2] instead of exactly 1 (what the fast coefficients trade for few steps), except those
+    too small relative to the largest to grow that far in ``steps`` (each step multiplies a small one by 3.4); in
+    float32.
 
     Shape:
         - matrix: (M, N), returned likewise
@@ -29,7 +31,7 @@ def orthogonalize(matrix: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> to
         raise ValueError(f"orthogonalize needs a matrix, got a tensor of shape {tuple(matrix.shape)}")
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     tall = matrix.shape[0] > matrix.shape[1]
-    x = matrix.float()
+    x = matrix.to(torch.promote_types(matrix.dtype, torch.float32))
     x = x.T if tall else x
     x = x / (x.norm() + eps)  # the Frobenius norm bounds the spectral norm, so every singular value starts <= 1
     for _ in range(steps):

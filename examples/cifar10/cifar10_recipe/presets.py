@@ -24,6 +24,12 @@
   (476 steps), since the recipe counts whole epochs.
 - ``fast``: the same recipe on ``dynconv_cifar_fast``, airbench94's network whose second block in each segment is
   dynamic (K=2 branches).
+- ``airbench94_muon``: airbench94_muon's recipe (``airbench94_muon.py`` in KellerJordan/cifar10-airbench: airbench94's
+  accuracy in 8 epochs instead of 9.9) on the same network: Muon for the convolution filters (lr 0.24, momentum 0.6,
+  Nesterov, each filter tensor held at norm sqrt(out)), Nesterov SGD for the head and the shifts (momentum 0.85,
+  airbench94_muon's lrs converted by :func:`airbench_muon_sgd`), batch 2000, a linear lr decay to 0 without warm-up,
+  the stem bias at the shifts' lr decaying to 0 over its 3 epochs, no lookahead; label smoothing, augmentation and
+  test-time augmentation as airbench94's.
 """
 from typing import Any, Dict
 
