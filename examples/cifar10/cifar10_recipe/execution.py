@@ -1,4 +1,6 @@
-"""Where and how a run computes: the device, the precision, threads and determinism."""
+"""Where and how a run computes: the device, the precision, threads, determinism and the C heap."""
+import ctypes
+import ctypes.util
 import os
 from contextlib import nullcontext
 from typing import ContextManager
@@ -6,6 +8,27 @@ from typing import ContextManager
 import torch
 
 from .config import TrainConfig
+
+# glibc's mallopt parameters (malloc.h) and the size below which blocks come from the heap and freed memory stays
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_REUSE_BYTES = 2 ** 30
+
+
+def reuse_freed_memory() -> bool:
+    """Make the C allocator serve blocks under 1 GiB from its heap and keep freed memory there, and say whether it
+    could (glibc's ``mallopt``; elsewhere nothing changes and the answer is False).
+
+    By default glibc maps every block over its mmap threshold (at most 32 MiB) afresh and unmaps it when it is freed,
+    so each training step's large activations are new pages that the kernel faults in and zeroes. At batch 2000 on the
+    2-core Xeon that was 760,000 page faults and 2.2 s of kernel time per step; with the heap kept the faults are gone
+    and a step is 17-26% faster. The process then holds its peak memory between steps (about 1 GB more there).
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_REUSE_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, HEAP_REUSE_BYTES))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,7 +68,10 @@ def autocast_context(config: TrainConfig, device: torch.device) -> ContextManage
 
 
 def configure_execution(config: TrainConfig, device: torch.device) -> None:
-    """Threads, deterministic algorithms, and on CUDA cuDNN autotuning and TF32 (when not deterministic)."""
+    """Threads, the C heap's reuse of freed memory (``--reuse-memory``), deterministic algorithms, and on CUDA cuDNN
+    autotuning and TF32 (when not deterministic)."""
+    if config.reuse_memory:
+        reuse_freed_memory()
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.deterministic:
