@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples" / "cifar10"))
 
 from cifar10_recipe.data import CLASSES, load_cifar10  # noqa: E402
+from cifar10_recipe.execution import reuse_freed_memory  # noqa: E402
 from cifar10_recipe.provenance import provenance  # noqa: E402
 
 
@@ -149,6 +150,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=Path("runs/airbench-anchor"),
                         help="where the package's cifar10/*.pt files are written and the runs happen")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--reuse-memory", action="store_true",
+                        help="keep freed memory in the C heap, as our recipe does by default (--reuse-memory there): "
+                             "environment, not training code, so that both are timed alike")
     parser.add_argument("--out", type=Path, required=True, help="the JSON record to write")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -158,6 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--device cuda: torch.cuda.is_available() is False")
     if args.threads:
         torch.set_num_threads(args.threads)
+    reused = reuse_freed_memory() if args.reuse_memory else False
     precision = args.precision
     if precision == "auto":
         precision = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
@@ -179,6 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "airbench": version("airbench"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": precision, "threads": torch.get_num_threads(), "epochs": args.epochs or 9.9,
+        "reuse_memory": reused,
         "subset": args.subset, "test_subset": args.test_subset, "runs": results,
         "test_acc_mean": statistics.mean(r["test_acc"] for r in results),
         "test_acc_tta_mean": statistics.mean(r["test_acc_tta"] for r in results),
