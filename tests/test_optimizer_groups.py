@@ -69,3 +69,15 @@ def test_a_routing_lr_scale_changes_only_the_routing_heads_update():
 def test_bad_routing_scales_are_refused(flag, value):
     with pytest.raises(ValueError, match=flag.replace("_", "-")):
         TrainConfig(**{flag: value})
+
+
+@pytest.mark.parametrize("block", ["branch", "dyconv", "static"])
+def test_muon_takes_the_filters_outside_the_routing_heads_and_sgd_the_rest(block):
+    model = timm.create_model("dynconv_cifar_tiny", block=block)
+    groups = build_optimizer(TrainConfig(optimizer="muon", lr=0.2, muon_lr=0.1), model).param_groups
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    muon_groups = [group for group in groups if group["muon"]]
+    assert len(muon_groups) == 1 and muon_groups[0]["lr"] == 0.1 and muon_groups[0]["weight_decay"] == 0.0
+    filters = {id(p) for p in model.parameters() if p.ndim == 4} - _routing_ids(model)
+    assert {id(p) for p in muon_groups[0]["params"]} == filters
