@@ -11,10 +11,11 @@ the stem bias's decay and freeze. They run in float64 and for few steps: this tr
 longer or float32 runs.
 """
 import copy
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
+from fixed_batches import FixedBatches
 from torch import nn
 
 from cifar10_recipe.config import resolve_config
@@ -27,16 +28,6 @@ SIDE = 16
 WIDTH = 256  # the network's last width: airbench94_muon divides its logits by it
 HEAD_LR, BIAS_LR, MUON_LR, WEIGHT_DECAY = 0.67, 0.053, 0.24, 2e-6 * BATCH
 
-
-class _Batches:
-    def __init__(self, batches: List[Tuple[torch.Tensor, torch.Tensor]]):
-        self.batches, self.device = batches, torch.device("cpu")
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        return iter(self.batches)
 
 
 def _newton_schulz(update: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
@@ -104,7 +95,7 @@ def test_the_airbench94_muon_preset_takes_airbench94_muons_steps():
     with torch.no_grad():
         reference.head.fc.weight.mul_(WIDTH / 9)
     for epoch, batches in enumerate(epochs):
-        trainer.train_epoch(_Batches(batches), epoch)
+        trainer.train_epoch(FixedBatches(batches), epoch)
     _airbench_muon_training(reference, epochs)
     ours, theirs = trainer.model.state_dict(), reference.state_dict()
     theirs["head.fc.weight"] = theirs["head.fc.weight"] * 9 / WIDTH

@@ -6,10 +6,11 @@ freeze and its own ``LookaheadState``. Both loops start from the same weights an
 weights must agree after several lookahead updates and the bias freeze.
 """
 import copy
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 import torch
+from fixed_batches import FixedBatches
 from torch import nn
 
 from cifar10_recipe.config import resolve_config
@@ -24,18 +25,6 @@ airbench94 = pytest.importorskip("airbench.lib_airbench94")
 BATCH, STEPS_PER_EPOCH, EPOCHS, WHITEN_BIAS_EPOCHS = 16, 3, 4, 2
 SIDE = 16  # the network runs on any side >= 16 (its last map is then 1x1); small images keep the test quick
 
-
-class _Batches:
-    """A fixed list of batches with the loader interface the trainer uses."""
-
-    def __init__(self, batches: List[Tuple[torch.Tensor, torch.Tensor]]):
-        self.batches, self.device = batches, torch.device("cpu")
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        return iter(self.batches)
 
 
 def _triangle(steps: int, start: float, end: float, peak: float) -> torch.Tensor:
@@ -109,7 +98,7 @@ def test_the_airbench94_preset_takes_airbench94s_steps():
     trainer = Trainer(config, torch.device("cpu"), STEPS_PER_EPOCH, whitening_images)
     reference = copy.deepcopy(trainer.model).requires_grad_(True)  # same weights; airbench's freezing below
     for epoch, batches in enumerate(epochs):
-        trainer.train_epoch(_Batches(batches), epoch)
+        trainer.train_epoch(FixedBatches(batches), epoch)
     _airbench_training(reference, epochs)
     ours, theirs = trainer.model.state_dict(), reference.state_dict()
     for name in ours:

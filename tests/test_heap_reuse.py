@@ -23,4 +23,6 @@ def test_a_freed_block_is_reused_without_page_faults():
     assert reuse_freed_memory()
     _page_faults_of_a_filled_block()  # the first time, the heap grows: its pages fault in once
     pages = BLOCK_BYTES // resource.getpagesize()
-    assert _page_faults_of_a_filled_block() < pages // 100
+    # while other allocations still move the heap's top, a refill may land on new pages now and then (seen once or
+    # twice in six); without the reuse every refill faults in all of them
+    assert min(_page_faults_of_a_filled_block() for _ in range(5)) < pages // 100
