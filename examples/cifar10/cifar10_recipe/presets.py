@@ -8,10 +8,10 @@
   auto``). The ninth epoch is what the budget leaves after 8, and it is what lifts the test-time-augmented accuracy
   above airbench's own code on this data (``examples/cifar10/README.md``). Until 2026-11-30 it was airbench94's own
   recipe for 9 epochs (``airbench94 --epochs 9``), which fit the time but not the anchor's accuracy, and then
-  ``airbench94_muon`` for its 8 epochs, level with the anchor. The dynamic candidate measured at equal time
-  (airbench94's network with a K=2 branch block second in its last segment) lost with test-time augmentation, on
-  airbench94's recipe and on this one (``examples/cifar10/README.md``), so the preset is static. A CPU without native
-  bf16 trains in float32 at about half the speed. Eager: ``torch.compile`` made training slower on both CPUs measured.
+  ``airbench94_muon`` for its 8 epochs, level with the anchor. The dynamic candidate (airbench94's network with a K=2
+  branch block second in its last segment) lost at equal time, with test-time augmentation on airbench94's recipe and
+  with and without it on this one (``examples/cifar10/README.md``), so the preset is static. A CPU without native bf16
+  trains in float32 at about half the speed. Eager: ``torch.compile`` made training slower on both CPUs measured.
 - ``tiny``: ``dynconv_cifar_tiny`` (K=2 branch blocks) for 11 epochs at batch 256, SGD with a linear schedule: the
   recipe of the equal-budget study (``examples/cifar10/equal_budget_study.py``) and of the shipped
   ``*.cpu_cifar10local`` weights. It was the ``cpu`` preset until ``cpu`` moved to airbench's recipe; records made
