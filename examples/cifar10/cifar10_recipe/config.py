@@ -119,8 +119,8 @@ class TrainConfig:
                           "none", ("auto", "bf16", "none"))
     channels_last: bool = _opt(False, "channels-last memory format for model and batches")
     reuse_memory: bool = _opt(True, "keep freed memory in the C heap (glibc mallopt), so that each step reuses the "
-                                    "last step's pages instead of faulting in new ones (steps a fifth faster at batch "
-                                    "2000 on a 2-core CPU; the process holds its peak memory)", resumable=True)
+                                    "last step's pages instead of faulting in new ones (the process holds its peak "
+                                    "memory)", resumable=True)
     compile: str = _opt("none", "torch.compile the train step: none, default, max-autotune, or reduce-overhead (CUDA "
                                 "graphs); evaluation stays eager",
                         ("none", "default", "max-autotune", "reduce-overhead"))
