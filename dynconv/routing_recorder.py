@@ -24,7 +24,10 @@ class RoutingRecorder:
     """Context manager collecting each router's (B, K) mixing weights, per block, over the forward passes it sees.
 
     Every family is recorded: the routing head of branch mixing, CondConv and DyConv, and ODConv's kernel attention
-    (:meth:`~dynconv.layers.Router.mixing_weights`); routers that mix nothing (K=1) are left out.
+    (:meth:`~dynconv.layers.Router.mixing_weights`) in :attr:`weights`; routers that mix nothing (K=1) are left out
+    there. Attentions that are not mixing weights (DCD's channel scale Lambda and latent matrix Phi,
+    :meth:`~dynconv.layers.Router.attentions`) go to :attr:`attentions`; summarise them with
+    :func:`~dynconv.attention_statistics`.
 
     Args:
         model: Any module containing :class:`~dynconv.layers.Router` modules.
@@ -47,6 +50,7 @@ class RoutingRecorder:
             raise ValueError(f"{type(model).__name__} has no Router modules (no dynamic blocks), so there is nothing "
                              "to record")
         self._records: Dict[str, List[torch.Tensor]] = {name: [] for name in self.routers}
+        self._attention_records: Dict[str, Dict[str, List[torch.Tensor]]] = {name: {} for name in self.routers}
         self._handles: List[RemovableHandle] = []
 
     def __enter__(self) -> "RoutingRecorder":
@@ -64,6 +68,8 @@ class RoutingRecorder:
             weights = module.mixing_weights(output)
             if weights is not None:
                 self._records[name].append(weights.detach())
+            for key, values in module.attentions(output).items():
+                self._attention_records[name].setdefault(key, []).append(values.detach())
         return store
 
     @property
@@ -71,7 +77,16 @@ class RoutingRecorder:
         """Block name -> (N, K) weights, concatenated over all recorded forward passes (N samples in all)."""
         return {name: torch.cat(records) for name, records in self._records.items() if records}
 
+    @property
+    def attentions(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Block name -> attention name -> (N, D) values over all recorded forward passes, for the routers with
+        attentions other than mixing weights (DCD: ``"scale"`` (N, C_out) and ``"phi"`` (N, L * L))."""
+        return {name: {key: torch.cat(values) for key, values in records.items()}
+                for name, records in self._attention_records.items() if records}
+
     def clear(self) -> None:
         """Forget everything recorded so far."""
         for records in self._records.values():
+            records.clear()
+        for records in self._attention_records.values():
             records.clear()

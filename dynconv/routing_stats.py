@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-__all__ = ["RoutingStatistics", "routing_statistics"]
+__all__ = ["AttentionStatistics", "RoutingStatistics", "attention_statistics", "routing_statistics"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,55 @@ def routing_statistics(weights: torch.Tensor, labels: Optional[torch.Tensor] = N
         num_samples=count, num_experts=experts, mean_weight=weights.mean(dim=0).tolist(),
         normalised_entropy=float(entropy.mean()), variation=float(variation.mean()),
         top_branch_share=float(top_share), class_mean_weight=class_means)
+
+
+@dataclass(frozen=True)
+class AttentionStatistics:
+    """Summary of one attention that is not a mixing weight (DCD's Lambda or Phi) over N samples.
+
+    Attributes:
+        num_samples: N.
+        size: D, the attention's values per sample.
+        mean: Mean value over samples and entries.
+        spread: Mean over the D entries of each entry's standard deviation over the samples: 0 when every sample
+            gets the same attention (a static layer in disguise).
+        relative_spread: ``spread`` over the mean absolute value, comparable across layers and attention kinds.
+    """
+
+    num_samples: int
+    size: int
+    mean: float
+    spread: float
+    relative_spread: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def attention_statistics(values: torch.Tensor) -> AttentionStatistics:
+    """Summarise one attention's per-sample values: how much do they vary between samples?
+
+    Args:
+        values: One row per sample (e.g. :attr:`~dynconv.RoutingRecorder.attentions`' ``"scale"`` or ``"phi"``).
+
+    Returns:
+        The attention's :class:`AttentionStatistics`.
+
+    Shape:
+        - values: (N, D)
+
+    Example:
+        >>> stats = attention_statistics(torch.tensor([[1.0, 2.0], [3.0, 2.0]]))
+        >>> stats.mean, stats.spread
+        (2.0, 0.5)
+    """
+    if values.ndim != 2 or values.shape[0] < 1 or values.shape[1] < 1:
+        raise ValueError(f"values must be (N, D) with N >= 1 samples and D >= 1 entries, got shape "
+                         f"{tuple(values.shape)}")
+    if not torch.isfinite(values).all():
+        raise ValueError("values must be finite")
+    values = values.detach().double().cpu()
+    spread = float(values.std(dim=0, unbiased=False).mean())
+    magnitude = float(values.abs().mean())
+    return AttentionStatistics(num_samples=values.shape[0], size=values.shape[1], mean=float(values.mean()),
+                               spread=spread, relative_spread=spread / magnitude if magnitude > 0 else 0.0)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ._checks import check_positive_int, per_branch_kernel_sizes
 from .cond_conv import CondConv2d
+from .dcd_conv import DCDConv2d
 from .dy_conv import DyConv2d
 from .dynamic_block import DynamicBlock
 from .kernel_mixing_block import KernelMixingBlock
@@ -104,6 +105,18 @@ for _kind, _layer in (("condconv", CondConv2d), ("dyconv", DyConv2d), ("odconv",
     register_block(_kind)(_kernel_mixing_builder(_kind, _layer))
 
 
+@register_block("dcd")
+def _dcd_block(in_channels: int, out_channels: int, *, num_experts: int, kernel_size: Union[int, Sequence[int]],
+               stride: int, act_layer, norm_layer, device=None, dtype=None, **kwargs) -> nn.Module:
+    # num_experts is ignored: DCD has no experts, its dynamic part is a channel scale and a low-rank residual
+    if "mode" in kwargs:
+        raise ValueError("mode applies to the kernel-mixing kinds (condconv, dyconv, odconv), not to 'dcd'")
+    conv = DCDConv2d(in_channels, out_channels, _single_kernel_size("dcd", kernel_size), stride,
+                     norm_layer=norm_layer, device=device, dtype=dtype, **kwargs)
+    norm_act = get_norm_act_layer(norm_layer, act_layer)(out_channels, device=device, dtype=dtype)
+    return KernelMixingBlock(conv, norm_act)
+
+
 def create_block(
         kind: str,
         in_channels: int,
@@ -124,11 +137,13 @@ def create_block(
         kind: ``"branch"`` for :class:`~dynconv.layers.DynamicBlock` (output mixing of K branches; with
             ``num_experts=1`` it is a static Conv-Norm-Act, so that is built instead); ``"condconv"``, ``"dyconv"``
             or ``"odconv"`` for a kernel-mixing convolution with K experts followed by Norm-Act
-            (:class:`~dynconv.layers.KernelMixingBlock`); ``"static"`` for a plain Conv-Norm-Act (timm's
+            (:class:`~dynconv.layers.KernelMixingBlock`); ``"dcd"`` for a :class:`~dynconv.layers.DCDConv2d`
+            (static kernel, dynamic channel scale and low-rank residual; no experts, so ``num_experts`` is ignored)
+            followed by Norm-Act; ``"static"`` for a plain Conv-Norm-Act (timm's
             ``ConvNormAct``); or a kind added with :func:`register_block`. All but ``"branch"`` need one kernel size.
         in_channels: Input channels.
         out_channels: Output channels.
-        num_experts: Number of branches or expert kernels K (ignored by ``"static"``).
+        num_experts: Number of branches or expert kernels K (ignored by ``"static"`` and ``"dcd"``).
         kernel_size: One odd size, or one per branch.
         stride: Stride of the convolution.
         act_layer: Activation type or timm activation name.
@@ -136,7 +151,8 @@ def create_block(
         device: Device of the parameters.
         dtype: Floating dtype of the parameters.
         **kwargs: Routing arguments of a dynamic block (``temperature``, ``rd_ratio``, ``rd_channels``,
-            ``rd_divisor``; ``mode`` for the kernel-mixing kinds); a static block has no routing, so it ignores them.
+            ``rd_divisor``; ``mode`` for the kernel-mixing kinds; ``rank`` and ``pool_size`` for ``"dcd"``); a static
+            block has no routing, so it ignores them.
 
     Returns:
         The block, mapping (B, in_channels, H, W) to (B, out_channels, H / stride, W / stride).

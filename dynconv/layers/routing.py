@@ -8,7 +8,7 @@ https://arxiv.org/abs/1904.04971).
 
 There is deliberately no BatchNorm in the head: a BatchNorm over the pooled (B, C) vector cannot train at batch size 1.
 """
-from typing import Optional, Type
+from typing import Dict, Optional, Type
 
 import torch
 from timm.layers import SelectAdaptivePool2d, make_divisible
@@ -78,6 +78,11 @@ class Router(nn.Module):
     def mixing_weights(self, output) -> Optional[torch.Tensor]:
         """The (B, K) mixing weights within this router's forward output (None if it mixes nothing, K=1)."""
         return output
+
+    def attentions(self, output) -> Dict[str, torch.Tensor]:
+        """Attentions other than mixing weights within the forward output, by name, each (B, D) (DCD's channel
+        scale and latent matrix); none for routers that only mix."""
+        return {}
 
 
 class RoutingHead(Router):

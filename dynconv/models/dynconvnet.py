@@ -20,7 +20,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import block_kinds, create_block
+from ..layers import DCDConv2d, block_kinds, create_block
 from ..layers._checks import (
     check_input,
     check_non_negative_int,
@@ -55,7 +55,9 @@ class DynConvNetCfg:
         num_experts: Branches K of every block; or one entry per segment, each a K for all its blocks or a tuple with
             one K per block. K=1 gives a static Conv-BN-Act block.
         kernel_size: Kernel size of every branch, or one per branch (odd sizes; mixed sizes fuse by zero-padding).
-        block: Block kind for :func:`~dynconv.layers.create_block`.
+        block: Block kind for :func:`~dynconv.layers.create_block`; or one entry per segment, each a kind for all its
+            blocks or a tuple with one kind per block (e.g. ``(("static", "dcd"),) * 3`` for a DCD block second in
+            every segment).
         downsample: ``"maxpool"`` (2x2 max pool opening every segment after the first), ``"stride"`` (stride 2 in
             the first block of every segment after the first), ``"conv_pool"`` (2x2 max pool after the first block
             of every segment, the first included: conv-pool-conv groups, which spend more compute at high
@@ -89,7 +91,7 @@ class DynConvNetCfg:
     depths: Tuple[int, ...] = (2, 2, 2, 2)
     num_experts: Union[int, Tuple[Union[int, Tuple[int, ...]], ...]] = 4
     kernel_size: Union[int, Tuple[int, ...]] = 3
-    block: str = "branch"
+    block: Union[str, Tuple[Union[str, Tuple[str, ...]], ...]] = "branch"
     downsample: str = "maxpool"
     stem: str = "conv"
     stem_width: int = 0
@@ -110,7 +112,7 @@ class DynConvNetCfg:
 
     def __post_init__(self):
         # accept lists (e.g. from JSON) but store tuples, so configs stay hashable and comparable
-        for name in ("widths", "depths", "num_experts", "kernel_size"):
+        for name in ("widths", "depths", "num_experts", "kernel_size", "block"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(tuple(v) if isinstance(v, list) else v for v in value))
@@ -122,28 +124,36 @@ class DynConvNetCfg:
         per_segment = {"widths": self.widths, "depths": self.depths}
         if not isinstance(self.num_experts, int):
             per_segment["num_experts"] = self.num_experts
+        if not isinstance(self.block, str):
+            per_segment["block"] = self.block
         lengths = {name: len(value) for name, value in per_segment.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"per-segment lists must have one entry per segment, got lengths {lengths}")
-        for index, depth in enumerate(self.depths):
-            segment = self.num_experts if isinstance(self.num_experts, int) else self.num_experts[index]
-            if not isinstance(segment, int) and len(segment) != depth:
-                raise ValueError(f"num_experts of segment {index} must be one int or one per block ({depth} blocks), "
-                                 f"got {segment!r}")
+        for name, scalar in (("num_experts", int), ("block", str)):
+            value = getattr(self, name)
+            for index, depth in enumerate(self.depths):
+                segment = value if isinstance(value, scalar) else value[index]
+                if not isinstance(segment, scalar) and len(segment) != depth:
+                    raise ValueError(f"{name} of segment {index} must be one {scalar.__name__} or one per block "
+                                     f"({depth} blocks), got {segment!r}")
         for blocks in self.block_num_experts:
             for num_experts in blocks:
                 check_positive_int("num_experts", num_experts)
                 per_branch_kernel_sizes(self.kernel_size, num_experts)
-        if self.block not in block_kinds():
-            raise ValueError(f"block must be one of {block_kinds()}, got {self.block!r}")
+        for kinds in self.block_kinds:
+            for kind in kinds:
+                if kind not in block_kinds():
+                    raise ValueError(f"block must be one of {block_kinds()} (or one per segment or block), got "
+                                     f"{kind!r}")
         if self.downsample not in _DOWNSAMPLE_KINDS:
             raise ValueError(f"downsample must be one of {_DOWNSAMPLE_KINDS}, got {self.downsample!r}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
         if self.conv_init not in _CONV_INITS:
             raise ValueError(f"conv_init must be one of {_CONV_INITS}, got {self.conv_init!r}")
-        if self.downsample == "conv_pool_norm" and not (self.block == "static" or self.block == "branch" and all(
-                blocks[0] == 1 for blocks in self.block_num_experts)):
+        if self.downsample == "conv_pool_norm" and not all(
+                kinds[0] == "static" or kinds[0] == "branch" and blocks[0] == 1
+                for kinds, blocks in zip(self.block_kinds, self.block_num_experts, strict=True)):
             raise ValueError("downsample='conv_pool_norm' pools between the convolution and the norm of every "
                              "segment's first block, which must be a plain Conv-BN-Act (block='static', or K=1 of "
                              f"block='branch'); got block={self.block!r} with num_experts={self.num_experts!r}")
@@ -174,6 +184,13 @@ class DynConvNetCfg:
             if getattr(self, name) is not None:
                 args[name] = getattr(self, name)
         return args
+
+    @property
+    def block_kinds(self) -> Tuple[Tuple[str, ...], ...]:
+        """The kind of every block, one tuple per segment."""
+        segments = (self.block,) * len(self.widths) if isinstance(self.block, str) else self.block
+        return tuple((kind,) * depth if isinstance(kind, str) else kind
+                     for kind, depth in zip(segments, self.depths, strict=True))
 
     @property
     def block_num_experts(self) -> Tuple[Tuple[int, ...], ...]:
@@ -247,7 +264,8 @@ class DynConvNet(nn.Module):
         stages: List[nn.Module] = []
         self.feature_info: List[Dict[str, Any]] = []
         reduction = 1
-        for index, (width, block_num_experts) in enumerate(zip(cfg.widths, cfg.block_num_experts, strict=True)):
+        for index, (width, block_num_experts, kinds) in enumerate(zip(cfg.widths, cfg.block_num_experts,
+                                                                      cfg.block_kinds, strict=True)):
             blocks: List[nn.Module] = []
             stride = 1
             if cfg.downsample in ("conv_pool", "conv_pool_norm") or index > 0:
@@ -256,9 +274,9 @@ class DynConvNet(nn.Module):
                     blocks.append(nn.MaxPool2d(2))
                 elif cfg.downsample == "stride":
                     stride = 2
-            for block_index, num_experts in enumerate(block_num_experts):
+            for block_index, (num_experts, kind) in enumerate(zip(block_num_experts, kinds, strict=True)):
                 block = create_block(
-                    cfg.block, in_channels, width, num_experts=num_experts, kernel_size=cfg.kernel_size,
+                    kind, in_channels, width, num_experts=num_experts, kernel_size=cfg.kernel_size,
                     stride=stride if block_index == 0 else 1, act_layer=cfg.act_layer, norm_layer=norm_layer,
                     **cfg.routing_args, **dd)
                 if cfg.downsample == "conv_pool_norm" and block_index == 0:
@@ -386,9 +404,13 @@ def _pool_before_norm(block: nn.Module) -> nn.Sequential:
 @torch.no_grad()
 def _init_dirac(stages: nn.Module) -> None:
     """Identity-initialise the first ``in_channels`` filters of every plain convolution in ``stages``
-    (airbench94's initialisation; the routing networks are linear layers, the kernel-mixing experts parameters)."""
+    (airbench94's initialisation; the routing networks are linear layers, the kernel-mixing experts parameters), and
+    of every DCD layer's static kernel W0, but not of its low-rank 1x1 path (Q and P are projections, not filters)."""
+    low_rank = {id(conv) for module in stages.modules() if isinstance(module, DCDConv2d)
+                for conv in (module.q, module.p)}
     for module in stages.modules():
-        if isinstance(module, nn.Conv2d) and module.groups == 1:
+        if isinstance(module, DCDConv2d) and module.groups == 1 or (
+                isinstance(module, nn.Conv2d) and module.groups == 1 and id(module) not in low_rank):
             weight = module.weight
             nn.init.dirac_(weight[:weight.shape[1]])
 
@@ -444,6 +466,16 @@ MODEL_CFGS["dynconv_cifar_small_routed"] = replace(MODEL_CFGS["dynconv_cifar_sma
 # on the 2-core CPU against 2.4x, and the equal-budget study's lever branch_routed
 MODEL_CFGS["dynconv_cifar_tiny_routed"] = replace(MODEL_CFGS["dynconv_cifar_tiny"],
                                                   num_experts=((1, 1), (1, 2), (2, 1)))
+# the coursework backbone with DCD blocks (a static kernel, a dynamic channel scale and a low-rank dynamic residual)
+MODEL_CFGS["dynconv_cifar_dcd"] = replace(MODEL_CFGS["dynconv_cifar"], block="dcd", num_experts=1)
+# airbench94's network with a DCD block second in every segment (the first is conv-pool-norm-act, static): the
+# positions the branch block takes in dynconv_cifar_fast; its static twin is airbench94's network
+MODEL_CFGS["dynconv_cifar_fast_dcd"] = replace(MODEL_CFGS["dynconv_cifar_fast"], num_experts=1,
+                                               block=(("static", "dcd"),) * 3)
+# the same with DCD only in the last two segments, where maps are small and channels wide and where the routing of
+# the trained dynamic networks varied by content
+MODEL_CFGS["dynconv_cifar_fast_dcd_routed"] = replace(MODEL_CFGS["dynconv_cifar_fast_dcd"],
+                                                      block=("static", ("static", "dcd"), ("static", "dcd")))
 # the static twin of every backbone: the same layout with plain Conv-BN-Act blocks, the baseline a dynamic block must
 # beat (the kernel-mixing variants share dynconv_cifar's backbone, so dynconv_cifar_static is their twin too)
 STATIC_TWINS: Dict[str, str] = {f"{name}_static": name for name in ("dynconv_cifar", "dynconv_cifar_tiny",
@@ -500,6 +532,9 @@ default_cfgs = generate_default_cfgs({
     "dynconv_cifar_small_routed": _cfg("dynconv_cifar_small_routed"),
     "dynconv_cifar_fast": _cfg("dynconv_cifar_fast"),
     "dynconv_cifar_fast_static": _cfg("dynconv_cifar_fast_static"),
+    "dynconv_cifar_dcd": _cfg("dynconv_cifar_dcd"),
+    "dynconv_cifar_fast_dcd": _cfg("dynconv_cifar_fast_dcd"),
+    "dynconv_cifar_fast_dcd_routed": _cfg("dynconv_cifar_fast_dcd_routed"),
 })
 
 
@@ -584,3 +619,24 @@ def dynconv_cifar_fast(pretrained: bool = False, **kwargs) -> DynConvNet:
 def dynconv_cifar_fast_static(pretrained: bool = False, **kwargs) -> DynConvNet:
     """The static twin of ``dynconv_cifar_fast``: airbench94's layout with Conv-BN-GELU blocks throughout."""
     return _create_dynconvnet("dynconv_cifar_fast_static", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_dcd(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """The coursework backbone with DCD blocks (static kernel, dynamic channel scale and low-rank residual) in place of
+    branch mixing; its static twin is ``dynconv_cifar_static``."""
+    return _create_dynconvnet("dynconv_cifar_dcd", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_fast_dcd(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """airbench94's layout with a DCD block second in every segment; its static twin is
+    ``dynconv_cifar_fast_static``."""
+    return _create_dynconvnet("dynconv_cifar_fast_dcd", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_fast_dcd_routed(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """airbench94's layout with a DCD block second in its last two segments only (``stages.1.1``, ``stages.2.1``),
+    where maps are small and channels wide; its static twin is ``dynconv_cifar_fast_static``."""
+    return _create_dynconvnet("dynconv_cifar_fast_dcd_routed", pretrained, **kwargs)
