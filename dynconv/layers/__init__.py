@@ -1,7 +1,7 @@
 """Drop-in dynamic-convolution layers: routing heads, branch mixing, kernel mixing, and a block factory."""
 from .cond_conv import CondConv2d
 from .create_block import block_kinds, create_block, register_block
-from .dcd_conv import DCDAttention, DCDConv2d
+from .dcd_conv import DCDAttention, DCDConv2d, DCDLinear
 from .dy_conv import DyConv2d
 from .dynamic_block import DynamicBlock, mix_branches
 from .kernel_mixing import ExpertConv2d, MixedKernelConv2d, mixed_kernel_conv2d, per_sample_conv2d
@@ -10,7 +10,7 @@ from .od_conv import ODConv2d, OmniAttention
 from .routing import Router, RoutingHead, make_rd_channels
 
 __all__ = [
-    "CondConv2d", "DCDAttention", "DCDConv2d", "DyConv2d", "DynamicBlock", "ExpertConv2d", "KernelMixingBlock",
+    "CondConv2d", "DCDAttention", "DCDConv2d", "DCDLinear", "DyConv2d", "DynamicBlock", "ExpertConv2d", "KernelMixingBlock",
     "MixedKernelConv2d", "ODConv2d", "OmniAttention", "Router", "RoutingHead", "block_kinds", "create_block",
     "make_rd_channels", "mix_branches", "mixed_kernel_conv2d", "per_sample_conv2d", "register_block",
 ]

@@ -282,3 +282,52 @@ def _affine_of(norm: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, tor
         scale = scale * norm.weight
         shift = shift * norm.weight + norm.bias
     return scale, shift
+
+
+class DCDLinear(nn.Module):
+    """A linear layer with DCD's dynamic channel scale and low-rank residual: the authors' dynamic classifier
+    (``DYCls`` in ``resnet_dcd.py`` and ``mobilenetv2_dcd.py``: rank 32, attention width 32, a bias), computed as a
+    :class:`DCDConv2d` with a 1x1 kernel on a 1x1 map.
+
+    Args:
+        in_features: Input features.
+        out_features: Output features.
+        rank: Latent width L (the authors' 32).
+        rd_channels: Attention hidden width (the authors' 32).
+        bias: Learn a bias (scaled by Lambda with the weight).
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
+
+    Shape:
+        - Input: (B, in_features)
+        - Output: (B, out_features)
+
+    Example:
+        >>> DCDLinear(64, 10)(torch.randn(4, 64)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int = 32, rd_channels: int = 32, bias: bool = True,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.conv = DCDConv2d(in_features, out_features, 1, bias=bias, rank=rank, rd_channels=rd_channels,
+                              device=device, dtype=dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The static weight W0 as an (out_features, in_features) view, as ``nn.Linear`` names it."""
+        return self.conv.weight.view(self.out_features, self.in_features)
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self.conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"expected input of shape (B, {self.in_features}), got a tensor of shape "
+                             f"{tuple(x.shape)}")
+        return self.conv(x[:, :, None, None]).flatten(1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -17,6 +17,12 @@ and the convolution's attribute name (so it works on a ``features_only`` wrapper
   computes the same function given the same weights and routing (``tests/test_paper_oracles.py``), with the routing
   inside the layer instead of shared per block.
 
+- DCD (Li et al., ICLR 2021; https://github.com/liyunsheng13/dcd, ``models/imagenet/resnet_dcd.py``,
+  ``mobilenetv2_dcd.py``): in ResNets every convolution inside a residual block (ResNet-18's attention pools to 2x2,
+  ResNet-50's to 1x1), in MobileNetV2 the 1x1 convolutions of the inverted residuals (``conv_pw``, ``conv_pwl``; the
+  depthwise ones, the first block and the head stay static), with the authors' latent and attention widths; the
+  classifier becomes the authors' dynamic one (:class:`~dynconv.layers.DCDLinear`); stem and shortcuts stay static.
+
 No ImageNet weights exist for these models here (``pretrained=True`` raises timm's "No pretrained weights" error).
 Their parameter and multiply-add counts are pinned against the published tables in ``tests/test_paper_nets.py``.
 """
@@ -29,11 +35,11 @@ import torch
 from timm.models import PretrainedCfg, generate_default_cfgs, get_pretrained_cfg, register_model
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from timm.models.efficientnet import EfficientNet
-from timm.models.resnet import BasicBlock, Bottleneck
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..layers import CondConv2d, DyConv2d, ODConv2d
+from ..layers import CondConv2d, DCDConv2d, DCDLinear, DyConv2d, ODConv2d
 from ..layers.kernel_mixing import ExpertConv2d
 
 __all__ = ["PAPER_MODELS", "PUBLISHED_COUNTS", "count_parameters_and_multiply_adds", "swap_convs"]
@@ -46,10 +52,15 @@ RESNET_BLOCKS: Placement = {BasicBlock: ("conv1", "conv2"), Bottleneck: ("conv1"
 RESNET_BLOCKS_AND_SHORTCUTS: Placement = {**RESNET_BLOCKS, nn.Sequential: ("0",)}
 MOBILENETV2_BLOCKS: Placement = {InvertedResidual: ("conv_pw", "conv_dw", "conv_pwl"),
                                  DepthwiseSeparableConv: ("conv_dw", "conv_pw"), EfficientNet: ("conv_head",)}
+# DCD: the residual blocks and the classifier; in MobileNetV2 the inverted residuals' 1x1 convolutions and the classifier
+RESNET_BLOCKS_AND_CLASSIFIER: Placement = {**RESNET_BLOCKS, ResNet: ("fc",)}
+MOBILENETV2_POINTWISE_AND_CLASSIFIER: Placement = {InvertedResidual: ("conv_pw", "conv_pwl"),
+                                                   EfficientNet: ("classifier",)}
 
 
 def swap_convs(model: nn.Module, placement: Placement, make: Callable[[nn.Conv2d], nn.Module]) -> int:
-    """Replace, in place, every ``nn.Conv2d`` that ``placement`` names with ``make(conv)``.
+    """Replace, in place, every ``nn.Conv2d`` that ``placement`` names with ``make(conv)`` (and every ``nn.Linear`` it
+    names, for a dynamic classifier such as DCD's).
 
     Args:
         model: Any model; its structure is left as it is, only the named convolutions change.
@@ -63,7 +74,8 @@ def swap_convs(model: nn.Module, placement: Placement, make: Callable[[nn.Conv2d
     for parent in model.modules():
         for kind, names in placement.items():
             if type(parent) is kind:
-                swaps += [(parent, name) for name in names if isinstance(getattr(parent, name, None), nn.Conv2d)]
+                swaps += [(parent, name) for name in names
+                          if isinstance(getattr(parent, name, None), (nn.Conv2d, nn.Linear))]
     for parent, name in swaps:
         setattr(parent, name, make(getattr(parent, name)))
     return len(swaps)
@@ -103,6 +115,36 @@ def condconv(conv: nn.Conv2d, num_experts: int = 8) -> ExpertConv2d:
     return _kaiming_experts(CondConv2d(**_geometry(conv), bias=conv.bias is not None, num_experts=num_experts))
 
 
+def _mobilenet_dcd_widths(in_channels: int, out_channels: int, fc_squeeze: int = 16) -> Dict[str, int]:
+    """The latent width L, attention width and pooled size of the authors' MobileNetV2 ``DYModule``; ``fc_squeeze``
+    16 as their README's command line gives it (their class defaults to 8)."""
+    expanding = in_channels < out_channels
+    pool_size, reduction = (2, 8) if expanding else (1, 2)
+    pooled = in_channels * pool_size ** 2
+    rank = min(pooled // reduction, out_channels // reduction)
+    while rank ** 2 > pooled * 2:
+        reduction *= 2
+        rank = min(pooled // reduction, out_channels // reduction)
+    rank = max(rank, 4)
+    return {"rank": rank, "pool_size": pool_size, "rd_channels": max(max(pooled, rank ** 2) // fc_squeeze, 4)}
+
+
+def dcd(layer: nn.Module, pool_size: int = 1, mobilenet: bool = False) -> nn.Module:
+    """The DCD layer of ``layer``'s geometry: a :class:`~dynconv.layers.DCDLinear` for a classifier, else a
+    :class:`~dynconv.layers.DCDConv2d` whose attention pools to ``pool_size``, with MobileNetV2's widths for
+    ``mobilenet``; W0 drawn as the authors draw their convolutions (He normal, fan-out)."""
+    if isinstance(layer, nn.Linear):
+        return DCDLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                         device=layer.weight.device, dtype=layer.weight.dtype)
+    geometry = _geometry(layer)
+    widths = (_mobilenet_dcd_widths(geometry["in_channels"], geometry["out_channels"]) if mobilenet
+              else {"pool_size": pool_size})
+    conv = DCDConv2d(**geometry, bias=layer.bias is not None, **widths)
+    with torch.no_grad():
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
 #: name -> (timm base model, placement, convolution factory, what it is)
 PAPER_MODELS: Dict[str, Tuple[str, Placement, Callable[[nn.Conv2d], nn.Module], str]] = {
     "od_resnet18": ("resnet18", RESNET_BLOCKS, partial(odconv, num_experts=1), "ResNet-18 + ODConv (1x)"),
@@ -117,6 +159,10 @@ PAPER_MODELS: Dict[str, Tuple[str, Placement, Callable[[nn.Conv2d], nn.Module], 
     "dy_resnet50": ("resnet50", RESNET_BLOCKS_AND_SHORTCUTS, dyconv, "DY-ResNet-50 (K=4)"),
     "dy_mobilenetv2_100": ("mobilenetv2_100", MOBILENETV2_BLOCKS, dyconv, "DY-MobileNetV2 (1.0x, K=4)"),
     "condconv_resnet50": ("resnet50", RESNET_BLOCKS, condconv, "CondConv-ResNet-50 (8 experts)"),
+    "dcd_resnet18": ("resnet18", RESNET_BLOCKS_AND_CLASSIFIER, partial(dcd, pool_size=2), "ResNet-18 + DCD"),
+    "dcd_resnet50": ("resnet50", RESNET_BLOCKS_AND_CLASSIFIER, dcd, "ResNet-50 + DCD"),
+    "dcd_mobilenetv2_100": ("mobilenetv2_100", MOBILENETV2_POINTWISE_AND_CLASSIFIER, partial(dcd, mobilenet=True),
+                            "MobileNetV2 (1.0x) + DCD"),
 }
 
 
