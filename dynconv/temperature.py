@@ -17,9 +17,10 @@ def temperature_schedule(start: float = 30.0, end: float = 1.0, anneal_epochs: f
         >>> [schedule(epoch) for epoch in (0, 5, 10, 20)]
         [30.0, 15.5, 1.0, 1.0]
     """
-    if start <= 0 or end <= 0 or anneal_epochs <= 0:
-        raise ValueError(f"temperatures and anneal_epochs must be > 0, got start={start}, end={end}, "
-                         f"anneal_epochs={anneal_epochs}")
+    for name, value in (("start", start), ("end", end), ("anneal_epochs", anneal_epochs)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+            raise ValueError(f"temperatures and anneal_epochs must be finite numbers > 0, got {name}={value!r} "
+                             f"(start={start}, end={end}, anneal_epochs={anneal_epochs})")
 
     def temperature(epoch: float) -> float:
         progress = min(max(epoch / anneal_epochs, 0.0), 1.0)

@@ -60,6 +60,10 @@ BAD_NEW_RUNS = [
     (["--lookahead-decay", "1"], ["--lookahead-decay must be in [0, 1)"]),
     (["--whiten-bias-epochs", "2"], ["--whiten-bias-epochs 2 needs --whiten"]),
     (["--lr-end-factor=-0.1"], ["--lr-end-factor must be >= 0"]),
+    (["--temperature-start", "nan"], ["--temperature-start must be a finite number"]),
+    (["--checkpoint-every", "often"], ["--checkpoint-every must be a number of steps", "'often'"]),
+    (["--checkpoint-every=-5m"], ["--checkpoint-every must be a number of steps", "'-5m'"]),
+    (["--keep-checkpoints", "0"], ["--keep-checkpoints must be >= 1, got 0"]),
 ]
 
 

@@ -7,21 +7,23 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from cifar10_recipe.checkpoint import load_checkpoint
 
 TRAIN_SCRIPT = Path(__file__).parents[1] / "examples" / "cifar10" / "train.py"
+CRASHING_SCRIPT = Path(__file__).parent / "crashing_train.py"
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 # float32 (no bf16), no dropout, synchronised BatchNorm: two processes must then compute what one process computes
 ARGS = ["--preset", "tiny", "--amp", "none", "--subset", "1024", "--test-subset", "256",
         "--batch-size", "128", "--threads", "1", "--deterministic", "--progress", "off", "--sync-bn"]
 
 
-def _torchrun(*args, **kwargs) -> subprocess.Popen:
+def _torchrun(*args, script: Path = TRAIN_SCRIPT, launcher_args=(), **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(TRAIN_SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **kwargs)
+                             *launcher_args, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kwargs)
 
 
 def _finish(process: subprocess.Popen) -> str:
@@ -54,9 +56,20 @@ def test_two_processes_match_one_process_with_the_same_global_batch(fake_cifar_r
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["processes"] == 2
 
 
-def test_resume_under_torchrun(fake_cifar_root, tmp_path):
-    common = [*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "2", "--subset", "512", "--batch-size", "64"]
-    _finish(_torchrun(*common, "--out", str(tmp_path / "whole")))
+def _resume_args(fake_cifar_root: Path):
+    return [*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "2", "--subset", "512", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def whole(fake_cifar_root, tmp_path_factory):
+    """The metrics of an uninterrupted two-process run of :func:`_resume_args`."""
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    _finish(_torchrun(*_resume_args(fake_cifar_root), "--out", str(run_dir)))
+    return _metrics(run_dir)
+
+
+def test_resume_under_torchrun(fake_cifar_root, tmp_path, whole):
+    common = _resume_args(fake_cifar_root)
     interrupted = tmp_path / "interrupted"
     process = _torchrun(*common, "--out", str(interrupted), start_new_session=True)
     manifest = interrupted / "checkpoints" / "last.json"
@@ -67,7 +80,36 @@ def test_resume_under_torchrun(fake_cifar_root, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate()
     _finish(_torchrun("--resume", str(interrupted)))
-    assert _metrics(interrupted) == _metrics(tmp_path / "whole")
+    assert _metrics(interrupted) == whole
+
+
+def test_a_worker_killed_mid_epoch_is_restarted_by_torchrun_and_resumes_by_itself(fake_cifar_root, tmp_path, whole):
+    # rank 1 dies (SIGKILL) at the 12th step, inside the second epoch; torchrun restarts both workers with the same
+    # command, which resumes from the checkpoint of step 10 (--checkpoint-every 2)
+    run_dir = tmp_path / "run"
+    process = _torchrun(*_resume_args(fake_cifar_root), "--out", str(run_dir), "--resume", "auto",
+                        "--checkpoint-every", "2", script=CRASHING_SCRIPT, launcher_args=("--max-restarts", "1"),
+                        env={**os.environ, "CRASH_AT": "12", "CRASH_RANK": "1"})
+    output = _finish(process)
+    assert "resuming at epoch 2, step 2" in output
+    assert _metrics(run_dir) == whole
+
+
+def test_sigterm_to_torchrun_stops_every_worker_at_one_step_with_a_checkpoint(fake_cifar_root, tmp_path, whole):
+    run_dir = tmp_path / "run"
+    process = _torchrun(*_resume_args(fake_cifar_root), "--out", str(run_dir), start_new_session=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not metrics.exists():  # the first epoch is done: the second is under way
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # torchrun forwards it to its workers, early in the second epoch
+    output, _ = process.communicate(timeout=300)
+    assert "stopped by SIGTERM at epoch 2, step 4" in output, output  # the processes agree every 4 steps
+    manifest = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+    assert (manifest["epoch"], manifest["step"]) == (1, 4)
+    _finish(_torchrun("--resume", str(run_dir)))
+    assert _metrics(run_dir) == whole
 
 
 def test_a_global_batch_that_does_not_split_evenly_is_refused(fake_cifar_root, tmp_path):

@@ -1,4 +1,6 @@
-"""Faults a training run must survive: kills at any moment, non-finite losses, bad checkpoints, failing writes."""
+"""Faults a training run must survive: kills and stop signals at any moment, non-finite losses, bad checkpoints,
+failing writes. Each is a row of the fault matrix in docs/fault_tolerance.rst."""
+import errno
 import json
 import os
 import signal
@@ -13,6 +15,8 @@ import torch
 import train
 from cifar10_recipe import checkpoint
 from cifar10_recipe.checkpoint import CheckpointError, load_checkpoint, load_weights
+from cifar10_recipe.config import resolve_config
+from cifar10_recipe.run_manager import STOPPED_EXIT_STATUS
 
 HERE = Path(__file__).parent
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
@@ -84,9 +88,21 @@ def test_kill_while_writing_a_checkpoint_then_resume(fake_cifar_root, tmp_path, 
     assert not list((run_dir / "checkpoints").glob(".*.tmp*")), "temporary files were left behind"
 
 
-def test_kill_before_the_first_checkpoint_says_there_is_nothing_to_resume(fake_cifar_root, tmp_path, capsys):
+def test_kill_before_the_first_manifest_resumes_from_the_complete_pair(fake_cifar_root, tmp_path, uninterrupted,
+                                                                      capsys):
     run_dir = tmp_path / "run"
     _paused_run(fake_cifar_root, run_dir, tmp_path / "paused", "last.json", 1)
+    assert not (run_dir / "checkpoints" / "last.json").exists()
+    assert train.main(["--resume", str(run_dir)]) == 0
+    assert "resuming from the previous checkpoint, epoch 1" in capsys.readouterr().out
+    assert _metrics(run_dir) == uninterrupted
+
+
+def test_a_run_without_any_checkpoint_says_there_is_nothing_to_resume(fake_cifar_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    config = resolve_config("tiny", {"data_dir": str(fake_cifar_root), "subset": 256, "test_subset": 64})
+    (run_dir / "config.json").write_text(json.dumps({"preset": "tiny", **config.to_dict()}))
     assert train.main(["--resume", str(run_dir)]) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
 
@@ -177,23 +193,104 @@ def test_resume_state_cannot_run_code(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_a_failing_write_loses_nothing_saved_before(fake_cifar_root, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO], ids=["disk-full", "io-error"])
+def test_a_failing_write_loses_nothing_saved_before(fake_cifar_root, tmp_path, monkeypatch, capsys, code):
     run_dir = tmp_path / "run"
     assert train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir)]) == 0
     before = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
 
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def failing_write(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
-    assert train.main(["--resume", str(run_dir), "--epochs", "2", "--allow-config-change"]) == 2
-    assert "No space left on device" in capsys.readouterr().err
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint.torch, "save", failing_write)
+        assert train.main(["--resume", str(run_dir), "--epochs", "2", "--allow-config-change"]) == 2
+    error = capsys.readouterr().err
+    assert os.strerror(code) in error and "previous checkpoint there is intact" in error
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
     after = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
     for name in ("last.json", "epoch0000.safetensors", "epoch0000.state.pt"):
         assert after[name] == before[name]
     assert not [name for name in after if name.startswith(".")]
     weights, info = load_weights(run_dir / "checkpoints" / "epoch0000.safetensors")
     assert info["epoch"] == 0
+    # and it resumes once the disk works again
+    assert train.main(["--resume", str(run_dir), "--epochs", "2", "--allow-config-change"]) == 0
+
+
+def _signal_at_step(monkeypatch, signal_number: int, step: int) -> None:
+    """Deliver ``signal_number`` to this process during the ``step``-th training loss (1-based, over the run)."""
+    original, calls = torch.nn.functional.cross_entropy, {"n": 0}
+
+    def signalling(*args, **kwargs):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == step:
+                os.kill(os.getpid(), signal_number)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", signalling)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_checkpoints_the_step_and_the_resumed_run_is_the_uninterrupted_one(
+        fake_cifar_root, tmp_path, uninterrupted, monkeypatch, capsys, signal_number):
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _signal_at_step(patch, signal_number, STEPS_PER_EPOCH + 3)  # inside the second epoch
+        status = train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--out", str(run_dir)])
+    assert status == STOPPED_EXIT_STATUS == 75
+    output = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"stopped by {signal.Signals(signal_number).name} at epoch 2, step 3" in output
+    assert f"--resume {run_dir}" in output
+    manifest = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+    assert (manifest["epoch"], manifest["step"]) == (1, 3)
+    assert train.main(["--resume", str(run_dir)]) == 0
+    assert _metrics(run_dir) == uninterrupted
+
+
+def test_periodic_checkpoints_are_bounded_and_a_kill_between_them_resumes_by_the_same_command(
+        fake_cifar_root, tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(HERE.parent / "examples" / "cifar10" / "train.py"), *ARGS, "--data-dir",
+               str(fake_cifar_root), "--out", str(run_dir), "--resume", "auto", "--checkpoint-every", "3",
+               "--keep-checkpoints", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = run_dir / "checkpoints"
+    _kill_when(process, lambda: (checkpoints / "epoch0001-step000004.state.pt").exists())
+    stems = {p.name.split(".")[0] for p in checkpoints.glob("epoch*")}
+    assert len(stems) <= 2 and "epoch0000-step000003" not in stems  # older ones were deleted
+    # the job script relaunches the very same command
+    assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0
+    assert _metrics(run_dir) == uninterrupted
+    assert len({p.name.split(".")[0] for p in checkpoints.glob("epoch*")}) == 2
+
+
+def test_resume_auto_starts_a_run_where_there_is_no_checkpoint_and_needs_out(fake_cifar_root, tmp_path, capsys):
+    assert train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--resume", "auto"]) == 2
+    assert "--resume auto needs --out" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")  # a run killed before its first checkpoint
+    assert train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir),
+                       "--resume", "auto"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(fake_cifar_root, tmp_path, uninterrupted,
+                                                                    capsys):
+    run_dir = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        _signal_at_step(patch, signal.SIGTERM, 2 * STEPS_PER_EPOCH + 1)  # stop one step into the third epoch
+        assert train.main([*ARGS, "--data-dir", str(fake_cifar_root), "--out", str(run_dir)]) == STOPPED_EXIT_STATUS
+    newest = run_dir / "checkpoints" / "epoch0002-step000001.safetensors"
+    newest.write_bytes(newest.read_bytes()[:4000])
+    capsys.readouterr()
+    assert train.main(["--resume", str(run_dir)]) == 0
+    output = capsys.readouterr()
+    assert "corrupted or truncated" in output.out and "resuming from the previous checkpoint, epoch 2" in output.out
+    assert "Traceback" not in output.err
+    assert _metrics(run_dir) == uninterrupted
 
 
 def test_unwritable_output_folder_is_a_clear_error(fake_cifar_root, tmp_path, capsys):

@@ -3,7 +3,17 @@ import pytest
 import timm
 import torch
 
-from dynconv import CondConv2d, DyConv2d, DynamicBlock, DynConvNetCfg, ODConv2d, RoutingHead, create_block
+from dynconv import (
+    CondConv2d,
+    DyConv2d,
+    DynamicBlock,
+    DynConvNetCfg,
+    ODConv2d,
+    RoutingHead,
+    create_block,
+    mix_branches,
+    temperature_schedule,
+)
 from dynconv.models import MlpClassifierHead
 
 
@@ -175,3 +185,36 @@ def test_every_layer_names_the_dtype_it_expects(layer):
     with pytest.raises(ValueError, match=r"dtype torch.float32.*got torch.float64"):
         module(torch.randn(2, 4, 8, 8, dtype=torch.float64))
     assert module.double()(torch.randn(2, 4, 8, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["dynconv_cifar_fast", "dynconv_cifar_tiny", "dynconv_cifar"])
+def test_an_image_below_the_networks_minimum_is_one_clear_message(name):
+    model = timm.create_model(name).eval()
+    size = model.min_input_size
+    assert model(torch.randn(1, 3, size, size)).shape == (1, 10)  # the minimum itself works
+    for shape in ((1, 1), (size - 1, size), (size, size - 1)):
+        with pytest.raises(ValueError, match=f"{name} needs images of at least {size}x{size} pixels"):
+            model(torch.randn(1, 3, *shape))
+    with pytest.raises(ValueError, match="at least"):
+        model.forward_intermediates(torch.randn(1, 3, 1, 1))
+
+
+def test_an_unknown_activation_names_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"act_layer must be .* timm's activation names \(.*gelu.*\), got 'gelo'"):
+        timm.create_model("dynconv_cifar_tiny", act_layer="gelo")
+    with pytest.raises(ValueError, match="got 'gelo'"):
+        create_block("dcd", 4, 8, act_layer="gelo")
+
+
+def test_mix_branches_with_mismatched_shapes_is_one_clear_message():
+    with pytest.raises(ValueError, match=r"K dividing the channels, got branches \(2, 7, 3, 3\) and weights \(2, 2\)"):
+        mix_branches(torch.randn(2, 7, 3, 3), torch.rand(2, 2))
+    with pytest.raises(ValueError, match="the same B"):
+        mix_branches(torch.randn(3, 8, 3, 3), torch.rand(2, 2))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+def test_temperature_schedules_reject_non_finite_and_non_positive_values(value):
+    for kwargs in ({"start": value}, {"end": value}, {"anneal_epochs": value}):
+        with pytest.raises(ValueError, match="finite numbers > 0"):
+            temperature_schedule(**kwargs)

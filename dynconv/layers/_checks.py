@@ -3,10 +3,12 @@
 Every check raises ``ValueError`` with a message that names the argument, the value received and what was
 expected, so a user can act on it without reading our code.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Type, Union
 
 import torch
-from timm.layers import register_notrace_function
+from timm.layers import get_act_layer, register_notrace_function
+from timm.layers.create_act import _ACT_LAYER_DEFAULT
+from torch import nn
 
 
 def check_positive_int(name: str, value: int) -> int:
@@ -63,3 +65,24 @@ def check_input(x: torch.Tensor, in_channels: int, dtype: Optional[torch.dtype] 
     if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise ValueError(f"expected input of dtype {dtype} (the parameters' dtype), got {x.dtype}; convert it with "
                          f"x.to({dtype}), or run under torch.autocast for mixed precision")
+
+
+def check_act_layer(act_layer: Union[str, Type[nn.Module], None]) -> Union[str, Type[nn.Module], None]:
+    """Return ``act_layer`` if it is a module type, ``None`` or a timm activation name, else raise ``ValueError``
+    listing the names timm accepts."""
+    if isinstance(act_layer, str):
+        try:
+            get_act_layer(act_layer)
+        except KeyError:
+            raise ValueError(f"act_layer must be a module type or one of timm's activation names "
+                             f"({', '.join(sorted(_ACT_LAYER_DEFAULT))}), got {act_layer!r}") from None
+    return act_layer
+
+
+@register_notrace_function  # a leaf in torch.fx graphs: it branches on the input's size
+def check_min_size(x: torch.Tensor, min_size: int, name: str) -> None:
+    """Raise ``ValueError`` if the (B, C, H, W) input ``x`` is smaller than ``min_size`` on either side."""
+    height, width = x.shape[-2:]
+    if height < min_size or width < min_size:
+        raise ValueError(f"{name} needs images of at least {min_size}x{min_size} pixels (its poolings would leave "
+                         f"nothing of a smaller one), got {height}x{width}")

@@ -10,7 +10,7 @@ import torch
 from timm.layers import ConvNormAct, get_norm_act_layer
 from torch import nn
 
-from ._checks import check_positive_int, per_branch_kernel_sizes
+from ._checks import check_act_layer, check_positive_int, per_branch_kernel_sizes
 from .cond_conv import CondConv2d
 from .dcd_conv import DCDConv2d
 from .dy_conv import DyConv2d
@@ -165,6 +165,7 @@ def create_block(
     """
     if kind not in _BLOCK_BUILDERS:
         raise ValueError(f"block kind must be one of {block_kinds()}, got {kind!r}")
+    check_act_layer(act_layer)
     return _BLOCK_BUILDERS[kind](in_channels, out_channels, num_experts=num_experts, kernel_size=kernel_size,
                                  stride=stride, act_layer=act_layer, norm_layer=norm_layer, device=device,
                                  dtype=dtype, **kwargs)

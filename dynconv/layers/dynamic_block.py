@@ -50,6 +50,11 @@ def mix_branches(branches: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         >>> mix_branches(branches, weights).shape
         torch.Size([2, 4, 5, 5])
     """
+    if weights.ndim != 2 or branches.ndim != 4 or weights.shape[0] != branches.shape[0] or (
+            weights.shape[1] < 1 or branches.shape[1] % weights.shape[1]):
+        raise ValueError(f"mix_branches needs branches (B, K * C, H, W) and weights (B, K) with the same B and K "
+                         f"dividing the channels, got branches {tuple(branches.shape)} and weights "
+                         f"{tuple(weights.shape)}")
     batch, num_branches = weights.shape
     _, total_channels, height, width = branches.shape
     channels = total_channels // num_branches

@@ -22,7 +22,9 @@ from torch import nn
 
 from ..layers import DCDConv2d, block_kinds, create_block
 from ..layers._checks import (
+    check_act_layer,
     check_input,
+    check_min_size,
     check_non_negative_int,
     check_positive_float,
     check_positive_int,
@@ -167,6 +169,7 @@ class DynConvNetCfg:
         if not 0.0 <= self.norm_momentum <= 1.0:
             raise ValueError(f"norm_momentum must be in [0, 1], got {self.norm_momentum!r}")
         check_positive_float("norm_eps", self.norm_eps)
+        check_act_layer(self.act_layer)
         check_positive_float("head_hidden_ratio", self.head_hidden_ratio)
         check_positive_float("temperature", self.temperature)
         check_positive_float("logit_scale", self.logit_scale)
@@ -316,6 +319,17 @@ class DynConvNet(nn.Module):
         self.head.reset(num_classes, global_pool)
 
     @property
+    def min_input_size(self) -> int:
+        """The smallest image side the network takes: every 2x2 pooling must see at least 2 pixels (a 1-pixel map
+        would pool to nothing)."""
+        return _min_input_size(self.cfg)
+
+    @property
+    def _name(self) -> str:
+        cfg = getattr(self, "pretrained_cfg", None) or {}
+        return cfg.get("architecture") or "this DynConvNet"
+
+    @property
     def input_dtype(self) -> torch.dtype:
         """The dtype inputs must have outside ``torch.autocast``: that of the parameters."""
         return next(self.parameters()).dtype
@@ -347,6 +361,7 @@ class DynConvNet(nn.Module):
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         check_input(x, self.in_chans, self.input_dtype)
+        check_min_size(x, self.min_input_size, self._name)
         x = self.stem(x)
         stages = self.stages[:max_index + 1] if stop_early else self.stages
         intermediates = []
@@ -380,6 +395,7 @@ class DynConvNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, num_features, H / r, W / r), r the final reduction."""
         check_input(x, self.in_chans, self.input_dtype)
+        check_min_size(x, self.min_input_size, self._name)
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
@@ -424,6 +440,15 @@ def _pool_size(cfg: DynConvNetCfg, image_size: int) -> Tuple[int, int]:
         if cfg.downsample in ("conv_pool", "conv_pool_norm") or index > 0:
             size = size // 2 if cfg.downsample != "stride" else (size + 1) // 2
     return (size, size)
+
+
+def _min_input_size(cfg: DynConvNetCfg) -> int:
+    """The smallest square input side for which no pooling of ``cfg``'s network sees less than 2 pixels."""
+    pools = sum(cfg.downsample in ("maxpool", "conv_pool", "conv_pool_norm") and (
+        index > 0 or cfg.downsample != "maxpool") for index in range(len(cfg.widths)))
+    # a 2x2 pooling of n pixels leaves n // 2, so p of them need 2 ** p; a patch stem first takes k - 1 pixels
+    patch = cfg.stem_kernel_size - 1 if cfg.stem_width and cfg.stem == "patch" else 0
+    return 2 ** pools + patch
 
 
 def _first_conv(cfg: DynConvNetCfg) -> str:

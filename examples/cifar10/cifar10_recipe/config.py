@@ -130,6 +130,10 @@ class TrainConfig:
     deterministic: bool = _opt(False, "deterministic algorithms: identical metrics for identical seeds")
     out: Optional[str] = _opt(None, "run directory (default: runs/<timestamp>-<preset>)", resumable=True)
     save_every: int = _opt(1, "write the resume checkpoint every N epochs (and after the last)", resumable=True)
+    checkpoint_every: str = _opt("0", "also write one inside epochs: every N steps ('200') or every N seconds or "
+                                      "minutes of training ('90s', '15m'); 0: at epoch ends only", resumable=True)
+    keep_checkpoints: int = _opt(2, "checkpoints kept (the newest, and older ones to fall back to if it is damaged)",
+                                 resumable=True)
     on_nan: str = _opt("stop", "on a non-finite loss: stop (naming the step; checked every 50 steps) or skip the step "
                                "(checked every step)", ("stop", "skip"), resumable=True)
     progress: str = _opt("auto", "progress bar: auto (only on a terminal), on, off", ("auto", "on", "off"),
@@ -141,7 +145,13 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {choices}, got {getattr(self, f.name)!r}")
-        for name in ("epochs", "batch_size", "eval_every", "cutout_holes", "runs", "save_every", "num_classes"):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{_flag(f.name)} must be a finite number, got {value}")
+        checkpoint_interval(self.checkpoint_every)
+        for name in ("epochs", "batch_size", "eval_every", "cutout_holes", "runs", "save_every", "num_classes",
+                     "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("subset", "test_subset", "workers", "crop_padding", "cutout", "threads", "step_size",
@@ -274,6 +284,27 @@ def model_arguments(config: TrainConfig) -> Dict[str, Any]:
 def _flag_model_arguments(config: TrainConfig) -> Dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
             if f.metadata["model"] and getattr(config, f.name) is not None}
+
+
+def checkpoint_interval(value: str) -> Tuple[str, float]:
+    """``--checkpoint-every`` as (unit, amount): ``("steps", 200)``, ``("seconds", 900.0)``, or ``("off", 0)``.
+
+    Example:
+        >>> checkpoint_interval("200"), checkpoint_interval("15m"), checkpoint_interval("0")
+        (('steps', 200), ('seconds', 900.0), ('off', 0))
+    """
+    text = value.strip().lower()
+    try:
+        if text.endswith(("s", "m")):
+            amount = float(text[:-1]) * (60 if text.endswith("m") else 1)
+            if math.isfinite(amount) and amount > 0:
+                return "seconds", amount
+        elif int(text) >= 0:
+            return ("steps", int(text)) if int(text) else ("off", 0)
+    except ValueError:
+        pass
+    raise ValueError(f"--checkpoint-every must be a number of steps ('200'), seconds ('90s') or minutes ('15m'), or "
+                     f"0; got {value!r}")
 
 
 def resumable_fields() -> frozenset:

@@ -56,7 +56,13 @@ def init_distributed(device: torch.device) -> Tuple[Distributed, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # torchrun's store outlives a restart of the workers (--max-restarts), keys and all: without a prefix of its
+        # own, a restarted group would read the dead processes' Gloo addresses and never connect
+        store, _, _ = next(dist.rendezvous("env://"))
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                store=dist.PrefixStore(f"dynconv/restart{restart}", store), rank=rank,
+                                world_size=world_size)
     return Distributed(rank, world_size, local_rank), device
 
 

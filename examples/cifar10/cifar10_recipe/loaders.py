@@ -7,7 +7,8 @@ Two interchangeable loaders, both with ``set_epoch(epoch)`` and ``len()``:
   there with per-sample randomness (:func:`~cifar10_recipe.augment.augment_batch`), with no worker processes.
 
 Every epoch's randomness comes from a generator seeded with (seed, epoch), so a run resumed at an epoch boundary
-sees exactly the batches an uninterrupted run sees, without snapshotting RNG states. Both loaders shard their
+sees exactly the batches an uninterrupted run sees, without snapshotting RNG states; ``set_epoch(epoch, start_batch)``
+resumes inside an epoch, at the batch an uninterrupted run would yield next. Both loaders shard their
 epoch order across ``world_size`` processes for distributed training.
 """
 import math
@@ -98,11 +99,14 @@ class TensorLoader:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.start_batch = 0
         base = torch.Generator(device=device).manual_seed(seed)
         self.flip_base = torch.rand(len(self.labels), generator=base, device=device) < 0.5
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next iteration epoch ``epoch``'s batches from ``start_batch`` on (the earlier ones are skipped,
+        not drawn differently)."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return math.ceil(_shard_length(len(self.labels), self.batch_size, self.drop_last, self.rank,
@@ -128,7 +132,8 @@ class TensorLoader:
         else:
             order = torch.arange(count, device=self.device)
         order = _shard(order, self.batch_size, self.drop_last, self.rank, self.world_size)
-        for start in range(0, len(order), self.batch_size):  # not order.split: it yields one empty batch if empty
+        # not order.split: it yields one empty batch if empty
+        for start in range(self.start_batch * self.batch_size, len(order), self.batch_size):
             indices = order[start:start + self.batch_size]
             images, keep = self.images[indices], None
             if self.train:
@@ -187,6 +192,7 @@ class TorchvisionLoader:
             mean, std, crop_padding=crop_padding, flip=flip == "random", cutout=cutout, cutout_holes=cutout_holes)
         self.seed = seed
         self.epoch = 0
+        self.start_batch = 0
         self.device = device
         self.channels_last = channels_last
         self.generator = torch.Generator()
@@ -198,8 +204,10 @@ class TorchvisionLoader:
             pin_memory=device.type == "cuda", drop_last=drop_last and train,
             persistent_workers=persistent_workers and workers > 0)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next iteration epoch ``epoch``'s batches from ``start_batch`` on; the earlier ones are drawn and
+        dropped, so the workers' random streams stay those of an uninterrupted epoch."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -209,7 +217,9 @@ class TorchvisionLoader:
         # global RNG, which the trainer seeds per epoch
         self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for images, labels in self.loader:
+        for index, (images, labels) in enumerate(self.loader):
+            if index < self.start_batch:
+                continue
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
             yield images, labels.to(self.device, non_blocking=True)
 

@@ -2,14 +2,17 @@
 
 A run folder holds ``config.json`` (the preset's name and every resolved field), ``metrics.jsonl`` (one line per
 epoch), ``curves.png``, ``summary.json`` and ``checkpoints/``. The run manager starts a run in a new folder or
-resumes one, checks everything a user can get wrong before it writes anything, trains ``--runs`` seeds in
-``seed<N>/`` folders of their own (each a complete, resumable run folder) and evaluates checkpoints. The training
-itself is the :class:`~cifar10_recipe.trainer.Trainer`'s.
+resumes one (``--resume auto``: whichever the folder calls for), checks everything a user can get wrong before it
+writes anything, trains ``--runs`` seeds in ``seed<N>/`` folders of their own (each a complete, resumable run folder),
+writes checkpoints at epoch ends and, on a stop signal or ``--checkpoint-every``, between steps, and evaluates
+checkpoints. The training itself is the :class:`~cifar10_recipe.trainer.Trainer`'s.
 """
 import dataclasses
 import json
+import signal
 import statistics
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,8 +25,10 @@ import torch.distributed as dist
 from .checkpoint import (
     BEST,
     CheckpointError,
-    checkpoint_epoch,
-    load_checkpoint,
+    checkpoint_position,
+    describe,
+    has_checkpoint,
+    load_newest_valid,
     load_weights,
     remove_temporaries,
     save_checkpoint,
@@ -31,6 +36,7 @@ from .checkpoint import (
 )
 from .config import (
     TrainConfig,
+    checkpoint_interval,
     config_differences,
     load_config_file,
     resolve_config,
@@ -43,21 +49,77 @@ from .execution import autocast_context, configure_execution, resolve_device, us
 from .loaders import build_loaders, epoch_seed
 from .provenance import provenance
 from .report import epoch_line, plot_curves, spread, write_metrics
-from .trainer import NonFiniteLossError, Trainer, build_model, check_model, evaluate
+from .trainer import (
+    EpochProgress,
+    NonFiniteLossError,
+    Trainer,
+    TrainingStopped,
+    build_model,
+    check_model,
+    evaluate,
+    set_rng_state,
+)
+
+#: Exit status of a run stopped by SIGTERM or SIGINT after writing a resumable checkpoint (sysexits' EX_TEMPFAIL:
+#: "a temporary failure; the user is invited to retry"), so that a job script can tell it from a failure (2).
+STOPPED_EXIT_STATUS = 75
+#: With several processes, steps between two agreements on a stop signal (each costs an all-reduce).
+SIGNAL_POLL_EVERY = 4
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says what happened and what was kept."""
 
 
+class RunStopped(RuntimeError):  # noqa: N818 (a requested stop, not an error)
+    """The run stopped on a signal after writing a resumable checkpoint; the message says how to resume."""
+
+
+class StopSignals:
+    """Context manager turning SIGTERM and SIGINT into a request to stop after the current step (:attr:`received`
+    names the signal); a second SIGINT interrupts at once, as Ctrl-C twice does elsewhere. Outside the main thread
+    (where Python cannot set handlers) it does nothing."""
+
+    def __init__(self):
+        self.received: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, number, frame) -> None:
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number).name
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+
 def resolve_run(preset: str, overrides: Dict[str, Any], resume: Optional[str] = None,
-                allow_config_change: bool = False) -> Tuple[TrainConfig, Path, str]:
-    """The configuration, run folder and preset name of a new run (``preset`` <- ``overrides``) or of the run in
-    ``resume`` (its ``config.json`` <- ``overrides``, which may change only resumable fields unless
-    ``allow_config_change``)."""
+                allow_config_change: bool = False) -> Tuple[TrainConfig, Path, str, Optional[str]]:
+    """The configuration, run folder, preset name and way of starting (``None``: a new run; ``"resume"``; ``"auto"``:
+    a new run in a folder that may hold a run that never checkpointed) of a new run (``preset`` <- ``overrides``), of
+    the run in ``resume`` (its ``config.json`` <- ``overrides``, which may change only resumable fields unless
+    ``allow_config_change``), or, for ``resume="auto"``, of whichever ``--out`` calls for: the run there if it has a
+    checkpoint, else a new one."""
+    if resume == "auto":
+        out = overrides.get("out")
+        if not out:
+            raise ValueError("--resume auto needs --out RUN_DIR: the folder to resume from, or to start in if it holds "
+                             "no checkpoint yet")
+        if (Path(out) / "config.json").is_file() and has_checkpoint(Path(out) / "checkpoints"):
+            return (*resolve_run(preset, overrides, out, allow_config_change)[:3], "resume")
+        config = resolve_config(preset, overrides)
+        return config, Path(out), preset, "auto"
     if resume is None:
         config = resolve_config(preset, overrides)
-        return config, Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{preset}"), preset
+        return config, Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{preset}"), preset, None
     run_dir = Path(resume)
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"--resume {run_dir}: no config.json there; is it a run directory?")
@@ -71,7 +133,7 @@ def resolve_run(preset: str, overrides: Dict[str, Any], resume: Optional[str] = 
                          "pass --allow-config-change to accept")
     if config.runs > 1:
         raise ValueError("--resume continues a single run; resume each seed<N>/ directory of a --runs run")
-    return config, run_dir, preset
+    return config, run_dir, preset, "resume"
 
 
 def load_data(config: TrainConfig) -> Cifar10:
@@ -94,6 +156,58 @@ def write_config(run_dir: Path, preset: str, config: TrainConfig) -> None:
                             ) from None
 
 
+class _StepControl:
+    """The run manager's side of :class:`~cifar10_recipe.trainer.StepControl` for one epoch: when to write a
+    checkpoint inside it (``--checkpoint-every``) and whether a stop signal came, agreed across processes; and the
+    writing itself."""
+
+    def __init__(self, run: "RunManager", trainer: Trainer, epoch: int, epoch_lr: float,
+                 history: List[Dict[str, Any]], best: Dict[str, Any], signals: StopSignals):
+        self.run, self.trainer, self.epoch, self.epoch_lr = run, trainer, epoch, epoch_lr
+        self.history, self.best, self.signals = history, best, signals
+        self.unit, self.amount = checkpoint_interval(run.config.checkpoint_every)
+
+    def poll(self, steps_done: int) -> Tuple[bool, bool]:
+        distributed = self.run.distributed
+        global_step = self.epoch * self.trainer.steps_per_epoch + steps_done
+        by_steps = self.unit == "steps" and global_step % self.amount == 0
+        if distributed.enabled and steps_done % SIGNAL_POLL_EVERY:
+            return by_steps, False
+        by_time = self.unit == "seconds" and time.monotonic() - self.run.last_checkpoint >= self.amount
+        stop = self.signals.received is not None
+        if distributed.enabled:
+            # the main process's clock decides the time; any process's signal stops all of them
+            flags = torch.tensor([int(by_time and distributed.is_main), int(stop)], device=self.run.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            by_time, stop = bool(flags[0]), bool(flags[1])
+        return by_steps or by_time, stop
+
+    def stop_requested(self) -> bool:
+        """Whether any process received a stop signal (between epochs)."""
+        stop = self.signals.received is not None
+        if self.run.distributed.enabled:
+            flag = torch.tensor([int(stop)], device=self.run.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag[0])
+        return stop
+
+    def save(self, progress: EpochProgress) -> None:
+        run, trainer = self.run, self.trainer
+        if not trainer.weights_finite():
+            raise TrainingError(f"the weights became non-finite in epoch {self.epoch + 1}; no checkpoint was written "
+                                f"at step {progress.step}, earlier ones in {run.run_dir / 'checkpoints'} are intact")
+        if run.distributed.is_main:
+            state = {**trainer.state_dict(), "epoch": self.epoch, "step": progress.step, "history": self.history,
+                     "best": self.best, "progress": progress.to_dict(), "elapsed_s": run.elapsed(),
+                     "epoch_lr": self.epoch_lr}
+            save_checkpoint(run.run_dir / "checkpoints", trainer.model, state, run.config.to_dict(), self.epoch,
+                            progress.step, keep=run.config.keep_checkpoints)
+        self.saved()
+
+    def saved(self) -> None:
+        self.run.last_checkpoint = time.monotonic()
+
+
 class RunManager:
     """One run folder and the training in it.
 
@@ -105,31 +219,44 @@ class RunManager:
         device: Where to train (``cuda:LOCAL_RANK`` for a torchrun process).
         distributed: This process's place in a multi-process job; only the main process writes.
         argv: The command line, for the record.
+        start_mode: ``None`` (a new run in a new folder), ``"resume"`` (continue the run in ``run_dir``) or ``"auto"``
+            (a new run in a folder that may hold a run that never wrote a checkpoint).
     """
 
     def __init__(self, config: TrainConfig, run_dir: Path, preset: str, data: Cifar10, device: torch.device,
-                 distributed: Distributed = SINGLE_PROCESS, argv: Optional[List[str]] = None):
+                 distributed: Distributed = SINGLE_PROCESS, argv: Optional[List[str]] = None,
+                 start_mode: Optional[str] = None):
         self.config, self.run_dir, self.preset, self.data = config, run_dir, preset, data
         self.device, self.distributed, self.argv = device, distributed, argv
+        self.start_mode = start_mode
+        # the wall time a resumed run had spent before, when this process started training, when it last checkpointed
+        self.elapsed_before, self.wall_start, self.last_checkpoint = 0.0, time.perf_counter(), time.monotonic()
+
+    def elapsed(self) -> float:
+        """Wall time of the run so far, the time before a resume included."""
+        return self.elapsed_before + time.perf_counter() - self.wall_start
 
     def say(self, message: str) -> None:
         if self.distributed.is_main:
             print(message, flush=True)
 
-    def start(self, resume: bool = False) -> Dict[str, Any]:
+    def start(self) -> Dict[str, Any]:
         """Write ``config.json`` (for a resumed run: the configuration it continues with, accepted changes included)
         and train every seed; returns the summary (or the ``--runs`` aggregate)."""
         if self.distributed.is_main:
-            if not resume and (self.run_dir / "config.json").exists():
-                raise ValueError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out")
+            if self.start_mode is None and (self.run_dir / "config.json").exists():
+                raise ValueError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} (or --resume auto "
+                                 "with this --out) or another --out")
             write_config(self.run_dir, self.preset, self.config)
         if self.config.runs > 1:
             return self.train_seeds()
-        return self.train(resume)
+        return self.train(self.start_mode == "resume")
 
     def train(self, resume: bool = False) -> Dict[str, Any]:
-        """Train (or continue training) one seed and return its summary."""
-        wall_start = time.perf_counter()
+        """Train (or continue training) one seed and return its summary.
+
+        SIGTERM or SIGINT stops it after the current step with a checkpoint there (:class:`RunStopped`)."""
+        self.wall_start, self.last_checkpoint = time.perf_counter(), time.monotonic()
         config, run_dir, distributed, data = self.config, self.run_dir, self.distributed, self.data
         origin = provenance(self.device, self.argv)  # taken now: the commit checked out later need not be the one run
         configure_execution(config, self.device)
@@ -140,53 +267,92 @@ class RunManager:
             checkpoints.mkdir(parents=True, exist_ok=True)
         history: List[Dict[str, Any]] = []
         best = {"test_acc": -1.0, "epoch": -1}
+        progress: Optional[EpochProgress] = None
         if resume:
             if distributed.is_main:
                 remove_temporaries(checkpoints)
-            weights, state = load_checkpoint(checkpoints)
+            weights, state, problems = load_newest_valid(checkpoints)
+            for problem in problems:
+                self.say(f"warning: {problem}")
             trainer.load_state_dict(weights, state)
             history, best = state["history"], state["best"]
-        start_epoch = history[-1]["epoch"] + 1 if history else 0
-        elapsed_before = history[-1]["elapsed_s"] if history else 0.0
+            if state.get("progress") is not None:
+                progress = EpochProgress(**state["progress"])
+        start_epoch = state["epoch"] if progress is not None else (history[-1]["epoch"] + 1 if history else 0)
+        if resume:
+            self.elapsed_before = state.get("elapsed_s") or (history[-1]["elapsed_s"] if history else 0.0)
         show_progress = config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
         self.say(f"{config.model}: {trainer.params / 1e6:.2f}M params, {trainer.flops / 1e6:.0f} MFLOPs/image | "
                  f"{len(data.train_labels)} train / {len(data.test_labels)} test images from {data.root} | device "
                  f"{self.device} | seed {config.seed} | run dir {run_dir}"
-                 + (f" | {distributed.world_size} processes" if distributed.enabled else ""))
-        for epoch in range(start_epoch, config.epochs):
-            # dropout and worker-less torchvision transforms; each process its own stream (rank 0 = single process)
-            torch.manual_seed(epoch_seed(config.seed, epoch) + 7919 * distributed.rank)
-            train_loader.set_epoch(epoch)
-            row: Dict[str, Any] = {"epoch": epoch, "lr": trainer.lr}
-            try:
-                row.update(trainer.train_epoch(train_loader, epoch, show_progress))
-            except NonFiniteLossError as error:
-                saved = checkpoint_epoch(checkpoints)
-                last_good = ("no checkpoint was saved yet" if saved is None else
-                             f"the last good checkpoint is epoch {saved + 1} in {checkpoints}; continue from it with "
-                             f"--resume {run_dir} and a lower --lr (with --allow-config-change)")
-                raise TrainingError(f"{error} (epoch {epoch + 1}); nothing was saved after it; {last_good}; "
-                                    "--on-nan skip skips such steps instead") from None
-            last = epoch + 1 == config.epochs
-            if (epoch + 1) % config.eval_every == 0 or last:
-                row.update(trainer.evaluate(test_loader, tta=config.tta if last else 0))
-            row["elapsed_s"] = elapsed_before + time.perf_counter() - wall_start
-            history.append(row)
-            self.say(epoch_line(row, config.epochs))
-            if not trainer.weights_finite():
-                raise TrainingError(f"the weights became non-finite in epoch {epoch + 1}; nothing of this epoch was "
-                                    f"saved, earlier checkpoints in {checkpoints} are intact")
-            if row.get("test_acc") is not None and row["test_acc"] > best["test_acc"]:
-                best = {"test_acc": row["test_acc"], "epoch": epoch}
+                 + (f" | {distributed.world_size} processes" if distributed.enabled else "")
+                 + ("" if progress is None else f" | resuming at {describe((start_epoch, progress.step))}"))
+        with StopSignals() as signals:
+            for epoch in range(start_epoch, config.epochs):
+                # dropout and worker-less torchvision transforms; each process its own stream (rank 0 = single
+                # process); inside a resumed epoch, the streams where the checkpoint left them
+                torch.manual_seed(epoch_seed(config.seed, epoch) + 7919 * distributed.rank)
+                start_step = 0
+                if progress is not None:
+                    start_step = progress.step
+                    self._restore_rng(progress)
+                train_loader.set_epoch(epoch, start_step)
+                # the lr the epoch started with, also for an epoch resumed inside
+                row: Dict[str, Any] = {"epoch": epoch, "lr": trainer.lr if progress is None else state["epoch_lr"]}
+                control = _StepControl(self, trainer, epoch, row["lr"], history, best, signals)
+                try:
+                    row.update(trainer.train_epoch(train_loader, epoch, show_progress, progress, control))
+                except NonFiniteLossError as error:
+                    saved = checkpoint_position(checkpoints)
+                    last_good = ("no checkpoint was saved yet" if saved is None else
+                                 f"the last good checkpoint is {describe(saved)} in {checkpoints}; continue from it "
+                                 f"with --resume {run_dir} and a lower --lr (with --allow-config-change)")
+                    raise TrainingError(f"{error} (epoch {epoch + 1}); nothing was saved after it; {last_good}; "
+                                        "--on-nan skip skips such steps instead") from None
+                except TrainingStopped as stopped:
+                    control.save(stopped.progress)
+                    raise self._stopped(signals, (epoch, stopped.progress.step)) from None
+                progress = None
+                last = epoch + 1 == config.epochs
+                if (epoch + 1) % config.eval_every == 0 or last:
+                    row.update(trainer.evaluate(test_loader, tta=config.tta if last else 0))
+                row["elapsed_s"] = self.elapsed()
+                history.append(row)
+                self.say(epoch_line(row, config.epochs))
+                if not trainer.weights_finite():
+                    raise TrainingError(f"the weights became non-finite in epoch {epoch + 1}; nothing of this epoch "
+                                        f"was saved, earlier checkpoints in {checkpoints} are intact")
+                if row.get("test_acc") is not None and row["test_acc"] > best["test_acc"]:
+                    best = {"test_acc": row["test_acc"], "epoch": epoch}
+                    if distributed.is_main:
+                        save_weights(checkpoints / BEST, trainer.eval_model, config.to_dict(), epoch)
+                stop = not last and control.stop_requested()  # every process takes part
                 if distributed.is_main:
-                    save_weights(checkpoints / BEST, trainer.eval_model, config.to_dict(), epoch)
-            if not distributed.is_main:
-                continue
-            write_metrics(run_dir / "metrics.jsonl", history)
-            if (epoch + 1) % config.save_every == 0 or last:
-                state = {**trainer.state_dict(), "epoch": epoch, "history": history, "best": best}
-                save_checkpoint(checkpoints, trainer.model, state, config.to_dict(), epoch)
+                    write_metrics(run_dir / "metrics.jsonl", history)
+                if (epoch + 1) % config.save_every == 0 or last or stop:
+                    if distributed.is_main:
+                        state = {**trainer.state_dict(), "epoch": epoch, "step": None, "history": history,
+                                 "best": best}
+                        save_checkpoint(checkpoints, trainer.model, state, config.to_dict(), epoch,
+                                        keep=config.keep_checkpoints)
+                    control.saved()
+                if stop:
+                    raise self._stopped(signals, (epoch, None))
         return self._summarise(trainer, history, best, origin)
+
+    def _stopped(self, signals: StopSignals, position: Tuple[int, Optional[int]]) -> RunStopped:
+        checkpoints = self.run_dir / "checkpoints"
+        return RunStopped(f"stopped by {signals.received or 'a signal to another process'} at {describe(position)} "
+                          f"of {self.config.epochs}, after writing a checkpoint in {checkpoints}; resume with: python "
+                          f"examples/cifar10/train.py --resume {self.run_dir} (or the same command with --resume auto)")
+
+    def _restore_rng(self, progress: EpochProgress) -> None:
+        states = progress.rng_states or []
+        if len(states) == self.distributed.world_size:
+            set_rng_state(states[self.distributed.rank], self.device)
+        else:
+            self.say(f"warning: the checkpoint holds the random state of {len(states)} processes, this run has "
+                     f"{self.distributed.world_size}; the rest of this epoch draws its dropout afresh")
 
     def _summarise(self, trainer: Trainer, history: List[Dict[str, Any]], best: Dict[str, Any],
                    origin: Dict[str, Any]) -> Dict[str, Any]:
@@ -236,7 +402,7 @@ class RunManager:
                 # each seed's folder is a complete run folder of its own, so `--resume seed<N>` continues it
                 write_config(seed_dir, self.preset, seed_config)
             seed_run = RunManager(seed_config, seed_dir, self.preset, self.data, self.device, self.distributed,
-                                  self.argv)
+                                  self.argv, "auto")
             summaries.append(seed_run.train())
         aggregate = {"runs": config.runs, "test_acc": spread(summaries, "test_acc"),
                      "test_acc_tta": spread(summaries, "test_acc_tta"),
@@ -262,7 +428,7 @@ def open_run(preset: str, overrides: Dict[str, Any], resume: Optional[str] = Non
     """Everything a user can get wrong, checked before anything is written: the configuration, the device, the
     model (built on the meta device), the data and its labels, the run folder. Joins the torchrun process group when
     there is one."""
-    config, run_dir, preset = resolve_run(preset, overrides, resume, allow_config_change)
+    config, run_dir, preset, start_mode = resolve_run(preset, overrides, resume, allow_config_change)
     distributed, device = init_distributed(resolve_device(config.device))
     if distributed.enabled:
         if config.batch_size % distributed.world_size:
@@ -274,7 +440,7 @@ def open_run(preset: str, overrides: Dict[str, Any], resume: Optional[str] = Non
         run_dir = Path(names[0])
     check_model(config)
     data = load_data(config)
-    return RunManager(config, run_dir, preset, data, device, distributed, argv)
+    return RunManager(config, run_dir, preset, data, device, distributed, argv, start_mode)
 
 
 def evaluate_checkpoint(path: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:

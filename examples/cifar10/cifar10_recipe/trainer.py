@@ -5,7 +5,8 @@ It knows nothing of run folders: :mod:`cifar10_recipe.run_manager` decides when 
 """
 import time
 from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import timm
 import torch
@@ -39,6 +40,66 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, step: int):
         super().__init__(f"the training loss became non-finite at step {step}")
         self.step = step
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch got: the steps done and the sums its metrics are made of (summed over processes), so that an
+    epoch resumed from a checkpoint inside it reports what the uninterrupted epoch reports.
+
+    Attributes:
+        step: Steps done in the epoch.
+        loss_sum: Sum of the training loss over the images seen.
+        correct: Training images classified correctly.
+        seen: Training images seen.
+        skipped: Steps skipped for a non-finite loss (``--on-nan skip``).
+        seconds: Training time spent in the epoch so far.
+        rng_states: Each process's global torch RNG state (dropout draws from it), CPU and, on a GPU, CUDA.
+    """
+
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    rng_states: Optional[List[Dict[str, torch.Tensor]]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+class StepControl(Protocol):
+    """What the run manager decides between steps (the same answer in every process)."""
+
+    def poll(self, steps_done: int) -> Tuple[bool, bool]:
+        """(write a checkpoint now, stop now) after ``steps_done`` steps of the current epoch."""
+
+    def save(self, progress: EpochProgress) -> None:
+        """Write a checkpoint inside the epoch, at ``progress``."""
+
+
+class TrainingStopped(Exception):  # noqa: N818 (a requested stop, not an error)
+    """Training stopped between two steps because the run manager asked (a stop signal); ``progress`` says where."""
+
+    def __init__(self, progress: EpochProgress):
+        super().__init__(f"training stopped after step {progress.step} of the epoch")
+        self.progress = progress
+
+
+def rng_state(device: torch.device) -> Dict[str, torch.Tensor]:
+    """This process's global RNG states (CPU, and the device's on a GPU)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: Dict[str, torch.Tensor], device: torch.device) -> None:
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def check_model(config: TrainConfig) -> None:
@@ -143,6 +204,27 @@ def evaluate(model: nn.Module, loader: Loader, autocast=None, tta: int = 0) -> D
     return result
 
 
+class _EpochTimer:
+    """Training time of an epoch so far: CUDA events on a GPU (so queued work is counted), the wall clock
+    otherwise; ``before`` is what a resumed epoch had spent already."""
+
+    def __init__(self, device: torch.device, before: float = 0.0):
+        self.device, self.before = device, before
+        self.start = time.perf_counter()
+        self.start_event = None
+        if device.type == "cuda":
+            self.start_event = torch.cuda.Event(enable_timing=True)
+            self.start_event.record()
+
+    def seconds(self) -> float:
+        if self.start_event is None:
+            return self.before + time.perf_counter() - self.start
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        torch.cuda.synchronize(self.device)
+        return self.before + self.start_event.elapsed_time(end) / 1000
+
+
 class Trainer:
     """A model and everything that updates it.
 
@@ -214,32 +296,39 @@ class Trainer:
                 router.set_temperature(value)
             self._current_temperature = value
 
-    def train_epoch(self, loader: Loader, epoch: int, show_progress: bool = False) -> Dict[str, float]:
-        """One pass over ``loader`` as epoch ``epoch`` (0-based). Training time is measured with CUDA events on a
+    def train_epoch(self, loader: Loader, epoch: int, show_progress: bool = False,
+                    progress: Optional[EpochProgress] = None, control: Optional[StepControl] = None
+                    ) -> Dict[str, float]:
+        """One pass over ``loader`` as epoch ``epoch`` (0-based), or the rest of one from ``progress`` (a checkpoint
+        inside the epoch; the loader must start at ``progress.step``). Training time is measured with CUDA events on a
         GPU (data augmentation included).
 
-        A non-finite loss raises :class:`NonFiniteLossError` (checked every ``NAN_CHECK_EVERY`` steps, naming the
-        first bad step counted from the start of training) or, with ``--on-nan skip``, skips that step (checked every
-        step). With several processes the decisions are agreed across them and the metrics summed over them.
+        After every step ``control`` (the run manager) may have a checkpoint written (:meth:`StepControl.save`) or
+        training stopped: then :class:`TrainingStopped` is raised with the epoch's progress, after the step.
+
+        A non-finite loss raises :class:`NonFiniteLossError` (checked every ``NAN_CHECK_EVERY`` steps and before any
+        checkpoint, naming the first bad step counted from the start of training) or, with ``--on-nan skip``, skips
+        that step (checked every step). With several processes the decisions are agreed across them and the metrics
+        summed over them.
         """
         config, model, device = self.config, self.step_model, loader.device
+        progress = progress or EpochProgress()
         model.train()
         if config.whiten_bias_epochs:
             patch_stem(self.model).bias.requires_grad_(epoch < config.whiten_bias_epochs)
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        # the sums so far are global ones: the main process carries them, the others add their own from zero
+        carried = self.distributed.is_main
+        total_loss = torch.full((), progress.loss_sum if carried else 0.0, device=device, dtype=torch.float64)
+        correct = torch.full((), progress.correct if carried else 0, device=device, dtype=torch.long)
         first_bad = torch.full((), -1, device=device, dtype=torch.long)
-        seen = skipped = 0
+        # skipped steps are agreed across processes, so each counts all of them
+        seen, skipped = progress.seen if carried else 0, progress.skipped
         first_step = epoch * self.steps_per_epoch
-        on_cuda = device.type == "cuda"
-        if on_cuda:
-            start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start_event.record()
-        start = time.perf_counter()
-        steps = len(loader)
-        bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+        timer = _EpochTimer(device, progress.seconds)
+        steps = self.steps_per_epoch
+        bar = tqdm(loader, total=steps - progress.step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not show_progress, dynamic_ncols=True)
-        for step, (images, labels) in enumerate(bar):
+        for step, (images, labels) in enumerate(bar, start=progress.step):
             if self._routers:
                 self._anneal(epoch + step / steps)
             with self.autocast:
@@ -250,33 +339,48 @@ class Trainer:
                 self.scheduler.step()
                 if self.lookahead is not None:
                     self.lookahead.step(self.model, first_step + step + 1)
-                continue
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            if self.lookahead is not None:
-                self.lookahead.step(self.model, first_step + step + 1)
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-            total_loss += loss.detach() * len(labels)
-            correct += (logits.argmax(dim=1) == labels).sum()
-            seen += len(labels)
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), first_step + step, first_bad)
-            if (step + 1) % NAN_CHECK_EVERY == 0:
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                if self.lookahead is not None:
+                    self.lookahead.step(self.model, first_step + step + 1)
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
+                total_loss += loss.detach().double() * len(labels)
+                correct += (logits.argmax(dim=1) == labels).sum()
+                seen += len(labels)
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), first_step + step,
+                                        first_bad)
+                if (step + 1) % NAN_CHECK_EVERY == 0:
+                    self._raise_if_non_finite(first_bad)
+                if show_progress and step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            checkpoint_now, stop_now = control.poll(step + 1) if control is not None else (False, False)
+            if (checkpoint_now or stop_now) and step + 1 < steps:
                 self._raise_if_non_finite(first_bad)
-            if show_progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                done = self._progress(step + 1, total_loss, correct, seen, skipped, timer.seconds(), device)
+                if stop_now:
+                    raise TrainingStopped(done)
+                control.save(done)
         self._raise_if_non_finite(first_bad)
-        if on_cuda:
-            end_event.record()
-            torch.cuda.synchronize(device)
-            seconds = start_event.elapsed_time(end_event) / 1000
-        else:
-            seconds = time.perf_counter() - start
+        seconds = timer.seconds()
         total_loss, correct, seen = all_reduce_sum([total_loss.item(), correct.item(), seen], device)
         return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "images_per_s": seen / seconds, "train_s": seconds, "skipped_steps": skipped}
+                "images_per_s": (seen - progress.seen) / max(seconds - progress.seconds, 1e-9),
+                "train_s": seconds, "skipped_steps": int(skipped)}
+
+    def _progress(self, step: int, total_loss: torch.Tensor, correct: torch.Tensor, seen: int, skipped: int,
+                  seconds: float, device: torch.device) -> EpochProgress:
+        """The epoch's progress after ``step`` steps, summed over processes, with every process's RNG state."""
+        loss_sum, correct_sum, seen_sum = all_reduce_sum([total_loss.item(), correct.item(), seen], device)
+        states = [rng_state(device)]
+        if self.distributed.enabled:
+            states = [None] * self.distributed.world_size
+            dist.all_gather_object(states, {k: v.cpu() for k, v in rng_state(device).items()})
+        return EpochProgress(step=step, loss_sum=loss_sum, correct=int(correct_sum), seen=int(seen_sum),
+                             skipped=skipped, seconds=seconds, rng_states=states)
 
     def evaluate(self, loader: Loader, tta: int = 0) -> Dict[str, Any]:
         """:func:`evaluate` of the weight average (or the model), eager: a compiled evaluation graph would cost
