@@ -114,7 +114,7 @@ def block_costs(rounds: int, batch: int, autocast) -> Dict[str, Dict[str, float]
         for kind in BLOCK_KINDS:
             module = _block(kind)(in_channels, out_channels).to(memory_format=torch.channels_last).train()
 
-            def forward_backward(module=module):
+            def forward_backward(module=module, x=x):
                 with autocast:
                     out = module(x)
                 out.float().sum().backward()
@@ -127,7 +127,6 @@ def block_costs(rounds: int, batch: int, autocast) -> Dict[str, Dict[str, float]
 def network_costs(rounds: int, batch: int) -> Dict[str, float]:
     """Layout -> median seconds of one ``cpu``-recipe training step."""
     candidates = {}
-    config = None
     for name, (model_name, kwargs) in LAYOUTS.items():
         config = resolve_config("cpu", {"model": model_name, "model_kwargs": json.dumps(kwargs) if kwargs else ""})
         torch.manual_seed(0)
@@ -137,9 +136,10 @@ def network_costs(rounds: int, batch: int) -> Dict[str, float]:
         labels = torch.randint(0, 10, (batch,))
         autocast = autocast_context(config, torch.device("cpu"))
 
-        def step(model=model, optimizer=optimizer, images=images, labels=labels, autocast=autocast):
+        def step(model=model, optimizer=optimizer, images=images, labels=labels, autocast=autocast,
+                 smoothing=config.label_smoothing):
             with autocast:
-                loss = F.cross_entropy(model(images).float(), labels, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(model(images).float(), labels, label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

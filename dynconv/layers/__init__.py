@@ -10,7 +10,7 @@ from .od_conv import ODConv2d, OmniAttention
 from .routing import Router, RoutingHead, make_rd_channels
 
 __all__ = [
-    "CondConv2d", "DCDAttention", "DCDConv2d", "DCDLinear", "DyConv2d", "DynamicBlock", "ExpertConv2d", "KernelMixingBlock",
-    "MixedKernelConv2d", "ODConv2d", "OmniAttention", "Router", "RoutingHead", "block_kinds", "create_block",
-    "make_rd_channels", "mix_branches", "mixed_kernel_conv2d", "per_sample_conv2d", "register_block",
+    "CondConv2d", "DCDAttention", "DCDConv2d", "DCDLinear", "DyConv2d", "DynamicBlock", "ExpertConv2d",
+    "KernelMixingBlock", "MixedKernelConv2d", "ODConv2d", "OmniAttention", "Router", "RoutingHead", "block_kinds",
+    "create_block", "make_rd_channels", "mix_branches", "mixed_kernel_conv2d", "per_sample_conv2d", "register_block",
 ]

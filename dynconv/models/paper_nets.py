@@ -52,7 +52,7 @@ RESNET_BLOCKS: Placement = {BasicBlock: ("conv1", "conv2"), Bottleneck: ("conv1"
 RESNET_BLOCKS_AND_SHORTCUTS: Placement = {**RESNET_BLOCKS, nn.Sequential: ("0",)}
 MOBILENETV2_BLOCKS: Placement = {InvertedResidual: ("conv_pw", "conv_dw", "conv_pwl"),
                                  DepthwiseSeparableConv: ("conv_dw", "conv_pw"), EfficientNet: ("conv_head",)}
-# DCD: the residual blocks and the classifier; in MobileNetV2 the inverted residuals' 1x1 convolutions and the classifier
+# DCD: the residual blocks and the classifier; in MobileNetV2 the inverted residuals' 1x1 convolutions and classifier
 RESNET_BLOCKS_AND_CLASSIFIER: Placement = {**RESNET_BLOCKS, ResNet: ("fc",)}
 MOBILENETV2_POINTWISE_AND_CLASSIFIER: Placement = {InvertedResidual: ("conv_pw", "conv_pwl"),
                                                    EfficientNet: ("classifier",)}
