@@ -21,7 +21,10 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "sphinx.ext.mathjax",
+    "myst_parser",
 ]
+# the lab notebook's Markdown pages link to records by their repository paths, which are not documents
+suppress_warnings = ["myst.xref_missing"]
 autosummary_generate = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
@@ -34,7 +37,10 @@ nitpicky = False
 html_theme = "furo"
 html_title = f"dynconv {release}"
 exclude_patterns = ["_build", "generated/*.inc.rst"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 templates_path = []
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"
 
 
 def _generate(app):

@@ -7,8 +7,15 @@ the records they show.
   compiled (``torch.compile``, inductor), per configuration, from ``benchmarks/results/<device>_compiled.csv``.
 - ``generated/throughput.png``: whole-model images/s per model and path (inference at batch 64, training at the
   recorded batch), from ``benchmarks/results/throughput/*.csv``.
+- ``generated/worth_it.png`` (also ``docs/images/worth_it.png`` for the README): test accuracy against training time
+  relative to the static ``cpu`` preset, static against dynamic against airbench's own code, from results.json.
+- ``generated/family_costs.png``: every block family's cost at the ``cpu`` network's shapes and every layout's step
+  time, from ``benchmarks/results/family_costs/*.json``.
+- ``generated/deploy_latency.png``: accuracy against CPU latency at batch 1 and 256, from
+  ``benchmarks/results/deploy_latency/*.json`` and the records.
 """
 import csv
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -163,8 +170,90 @@ def draw_throughput(out: Path) -> bool:
     return save(figure, out)
 
 
+def draw_worth_it(rows, out: Path) -> bool:
+    """Accuracy (with and without test-time augmentation, mean and sd over runs) against relative training time."""
+    rows = [row for row in rows if row["relative_time"] is not None]
+    if not rows:
+        return False
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    panels = ((axes[0], "acc", "test accuracy (%)"), (axes[1], "tta", "with test-time augmentation (%)"))
+    for axis, key, label in panels:
+        for row in rows:
+            mean, sd, _ = row[key]
+            kind = "anchor" if "airbench" in row["title"] else ("static" if row["title"].startswith("static") else
+                                                                 "dynamic")
+            style = {"static": ("s", "tab:blue"), "dynamic": ("o", "tab:orange"), "anchor": ("^", "tab:green")}[kind]
+            axis.errorbar(row["relative_time"], 100 * mean, yerr=100 * (sd or 0.0), fmt=style[0], color=style[1],
+                          capsize=3)
+            axis.annotate(row["title"], (row["relative_time"], 100 * mean), fontsize=6, xytext=(4, 3),
+                          textcoords="offset points")
+        axis.set_xlabel("training time relative to the static cpu preset (9 epochs)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    figure.suptitle("cpu recipe on a 2-core CPU: squares static, circles dynamic, triangle airbench's own code",
+                    fontsize=8)
+    return save(figure, out)
+
+
+def _newest(folder: Path):
+    paths = sorted(folder.glob("*.json"))
+    return json.loads(paths[-1].read_text()) if paths else None
+
+
+def draw_family_costs(out: Path) -> bool:
+    """Each family's forward+backward time over the static block's, per shape; each layout's step over static's."""
+    record = _newest(RESULTS / "family_costs")
+    if record is None:
+        return False
+    figure, (blocks, networks) = plt.subplots(1, 2, figsize=(11, 4))
+    shapes = list(record["blocks"])
+    kinds = [k for k in record["blocks"][shapes[0]] if k != "static"]
+    width = 0.8 / len(shapes)
+    for index, shape in enumerate(shapes):
+        row = record["blocks"][shape]
+        xs = [position + (index - len(shapes) / 2 + 0.5) * width for position in range(len(kinds))]
+        blocks.bar(xs, [row[k] / row["static"] for k in kinds], width, label=shape)
+    blocks.axhline(1.0, color="black", linewidth=0.8)
+    blocks.set_xticks(range(len(kinds)), kinds, rotation=30, fontsize=7)
+    blocks.set_ylabel("forward + backward / static block")
+    blocks.set_yscale("log")
+    blocks.legend(fontsize=7)
+    layouts = list(record["network_ratios"])
+    networks.barh(range(len(layouts)), [record["network_ratios"][k] for k in layouts], color="tab:orange")
+    networks.axvline(1.0, color="black", linewidth=0.8)
+    networks.set_yticks(range(len(layouts)), layouts, fontsize=7)
+    networks.invert_yaxis()
+    networks.set_xlabel("cpu-recipe training step / static network's")
+    figure.suptitle(f"{record['provenance']['machine']['cpu']}, {record['precision']}", fontsize=8)
+    return save(figure, out)
+
+
+def draw_deploy_latency(points, out: Path) -> bool:
+    """Accuracy against CPU latency (batch 1 and 256, ONNX Runtime), one marker per model."""
+    if not points:
+        return False
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, batch in zip(axes, ("B=1", "B=256"), strict=True):
+        for point in points:
+            if batch not in point["latency_ms"]:
+                continue
+            axis.scatter(point["latency_ms"][batch], 100 * point["acc"],
+                         marker="s" if "static" in point["model"] else "o")
+            axis.annotate(point["model"].removeprefix("dynconv_cifar_"), (point["latency_ms"][batch],
+                          100 * point["acc"]), fontsize=6, xytext=(4, 3), textcoords="offset points")
+        axis.set_xlabel(f"ONNX Runtime latency, {batch} (ms, float32, BatchNorms folded)")
+        axis.set_ylabel("test accuracy (%)")
+        axis.grid(alpha=0.3)
+    return save(figure, out)
+
+
 def write_charts(folder: Path) -> Dict[str, bool]:
+    from generate_tables import deploy_points, worth_it_rows
+
     folder.mkdir(parents=True, exist_ok=True)
     return {"block_cost": draw_block_costs(folder / "block_cost.png"),
             "block_cost_compiled": draw_compiled_block_costs(folder / "block_cost_compiled.png"),
-            "throughput": draw_throughput(folder / "throughput.png")}
+            "throughput": draw_throughput(folder / "throughput.png"),
+            "worth_it": draw_worth_it(worth_it_rows(), folder / "worth_it.png"),
+            "family_costs": draw_family_costs(folder / "family_costs.png"),
+            "deploy_latency": draw_deploy_latency(deploy_points(), folder / "deploy_latency.png")}

@@ -1,29 +1,41 @@
-"""Write the documentation's generated tables from the code and the recorded results.
+"""Write every generated table: the documentation's, and the marked blocks of README.md and the recipe README.
 
-- ``results.inc.rst``: every recorded training run (``examples/cifar10/results.json``).
-- ``models.inc.rst``: every registered dynconv model with its parameters, forward FLOPs at the default input size,
-  K per block, block kind and the best recorded accuracy (``examples/cifar10/results.json``).
+    python docs/generate_tables.py --readmes          # rewrite the generated blocks of the two READMEs
+    python docs/generate_tables.py --readmes --check  # exit 1 if a block is stale (tests/test_docs.py runs this)
+
+One source of truth: results come from ``examples/cifar10/results.json`` (its ``groups`` name the configurations
+summarised, as mean ± sd over their runs), the shipped weights' metadata, and the benchmark records. The Sphinx build
+writes the ``.inc.rst`` tables (``docs/generated/``) from the same functions:
+
+- ``ledger.inc.rst``: every recorded training run, superseded ones marked.
+- ``models.inc.rst``: every registered dynconv model with its parameters, FLOPs, block kinds and its recipe's accuracy.
+- ``presets_results.inc.rst``: one row per preset with its hardware, time and accuracy, and the anchor.
 - ``recipe_flags.inc.rst`` and ``presets.inc.rst``: every flag of ``train.py`` and every preset value.
 - ``bench_<name>.inc.rst``: the committed benchmark tables (``benchmarks/results/<name>.csv``).
 """
+import argparse
 import dataclasses
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "examples" / "cifar10"))
 
 
 def list_table(header: Sequence[str], rows: List[Sequence[str]], widths: str = "auto") -> str:
     def cell(value) -> str:
-        return str(value).replace("\n", " ") or " "
+        # a lone "-" would open a bullet list inside the cell
+        return "—" if str(value) == "-" else str(value).replace("\n", " ") or " "
 
     lines = [".. list-table::", "   :header-rows: 1", f"   :widths: {widths}", ""]
     for row in [header, *rows]:
@@ -32,36 +44,318 @@ def list_table(header: Sequence[str], rows: List[Sequence[str]], widths: str = "
     return "\n".join(lines) + "\n"
 
 
+RESULTS_PATH = ROOT / "examples" / "cifar10" / "results.json"
+RECORDS_ROOT = ROOT / "examples" / "cifar10"
+READMES = {"README.md": ROOT / "README.md", "examples/cifar10/README.md": ROOT / "examples" / "cifar10" / "README.md"}
+
+
+def _results_file() -> Dict[str, Any]:
+    return json.loads(RESULTS_PATH.read_text()) if RESULTS_PATH.exists() else {"results": [], "groups": {}}
+
+
 def _recorded_results():
-    path = ROOT / "examples" / "cifar10" / "results.json"
-    return json.loads(path.read_text())["results"] if path.exists() else []
+    return _results_file()["results"]
+
+
+def group_stats(group_id: str) -> Optional[Dict[str, Any]]:
+    """Accuracy (mean, sample sd, n) with and without TTA, and the time range, of one ``groups`` entry of results.json;
+    None for a group without runs. Entries that aggregate several runs count with their own mean, sd and n."""
+    data = _results_file()
+    group = data["groups"][group_id]
+    entries = [next(r for r in data["results"] if r["record"] == record) for record in group["records"]]
+    if not entries:
+        return None
+    if len(entries) == 1:
+        entry = entries[0]
+        acc = (entry["test_acc_mean"], entry.get("test_acc_std", 0.0), entry["runs"])
+        tta = (entry.get("test_acc_tta_mean"), None if entry["runs"] > 1 else 0.0, entry["runs"])
+    else:
+        values = [e["test_acc_mean"] for e in entries]
+        ttas = [e["test_acc_tta_mean"] for e in entries if e.get("test_acc_tta_mean") is not None]
+        acc = (statistics.fmean(values), statistics.stdev(values), len(values))
+        tta = (statistics.fmean(ttas), statistics.stdev(ttas), len(ttas)) if ttas else (None, None, 0)
+    walls = [e["wall_s"] for e in entries if e.get("wall_s") is not None]
+    trains = [e["train_s"] for e in entries if e.get("train_s") is not None]
+    return {"group": group, "acc": acc, "tta": tta, "wall_s": (min(walls), max(walls)) if walls else None,
+            "train_s": (min(trains), max(trains)) if trains else None, "hardware": entries[0]["hardware"],
+            "epochs": entries[0]["epochs"]}
+
+
+def relative_time(group_id: str) -> Optional[float]:
+    """A group's training time relative to the ``cpu`` preset's, on one machine: its step-time ratio to the static
+    network (``cost.step_ratio``, from an alternated timing record) times its epochs over the preset's, or, for a run
+    of other code (the anchor), its training time over the preset's median on the same machine; None if unmeasured."""
+    from cifar10_recipe.presets import PRESETS
+
+    data = _results_file()
+    cost = data["groups"][group_id].get("cost")
+    stats = group_stats(group_id)
+    if cost is None or stats is None:
+        return None
+    if "step_ratio" in cost:
+        return cost["step_ratio"] * stats["epochs"] / PRESETS["cpu"]["epochs"]
+    base = [e["train_s"] for e in data["results"] if e["record"] in data["groups"][cost["train_time_of"]]["records"]]
+    return stats["train_s"][0] / statistics.median(base)
+
+
+def mean_sd(stat) -> str:
+    """``89.78% ± 0.20 (3)``: mean, sample standard deviation and number of runs; the sd left out when unknown."""
+    mean, sd, n = stat
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}%" + (f" ± {100 * sd:.2f}" if sd is not None and n > 1 else "") + f" ({n})"
+
+
+def _duration(seconds) -> str:
+    low, high = seconds
+    if high < 120:
+        return f"{low:.1f} s" if low == high else f"{low:.1f}-{high:.1f} s"
+    low, high = round(low / 60), round(high / 60)
+    return f"{low} min" if low == high else f"{low}-{high} min"
+
+
+def _time_of(stats: Dict[str, Any]) -> str:
+    if stats["wall_s"] is not None and "H200" not in stats["hardware"]:
+        return _duration(stats["wall_s"]) + " wall"
+    return _duration(stats["train_s"]) + " training" if stats["train_s"] else "-"
+
+
+def presets_markdown() -> str:
+    """The README's training table: one row per preset, with airbench's own code on the same machine."""
+    data = _results_file()
+    rows = ["| preset | what it trains | hardware | time | test accuracy | with TTA | airbench's own code, same "
+            "machine (TTA) |", "|---|---|---|---|---|---|---|"]
+    for group_id, group in data["groups"].items():
+        if group["kind"] != "preset":
+            continue
+        stats = group_stats(group_id)
+        anchor = group_stats(group["anchor"]) if group.get("anchor") else None
+        anchor_text = f"{mean_sd(anchor['acc'])} ({mean_sd(anchor['tta'])}), {_time_of(anchor)}" if anchor else "-"
+        if stats is None:
+            rows.append(f"| `{group['title']}` | {group['what']} | {group['hardware']} | not run yet | - | - | - |")
+            continue
+        rows.append(f"| `{group['title']}` | {group['what']} | {group['hardware']} | {_time_of(stats)} | "
+                    f"{mean_sd(stats['acc'])} | {mean_sd(stats['tta'])} | {anchor_text} |")
+    return "\n".join(rows) + "\n"
+
+
+def _latency_record() -> Dict[str, Any]:
+    """The newest deployment-latency record (``benchmarks/results/deploy_latency/*.json``), or {}."""
+    paths = sorted((ROOT / "benchmarks" / "results" / "deploy_latency").glob("*.json"))
+    return json.loads(paths[-1].read_text()) if paths else {}
+
+
+def _params_and_mflops(name: str):
+    import dynconv  # noqa: F401
+
+    model = timm.create_model(name).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *model.pretrained_cfg["input_size"]))
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 1e6
+
+
+def weights_markdown() -> str:
+    """The README's table of shipped weights: their accuracy (from their metadata), size, cost and recipe."""
+    import dynconv  # noqa: F401  (registers the models and their weights)
+
+    from cifar10_recipe.shipping import read_metadata
+
+    latency = _latency_record().get("latency", {}).get("onnxruntime B=1", {})
+    rows = ["| weights (`model.tag`) | test accuracy (TTA) | params | MFLOPs | CPU latency, batch 1 | recipe |",
+            "|---|---|---|---|---|---|"]
+    for name in timm.list_models("dynconv*", pretrained=True):
+        path = Path(timm.models.get_pretrained_cfg(name).file)
+        if not path.exists():
+            continue
+        meta = read_metadata(path)
+        model = name.split(".")[0]
+        params, mflops = _params_and_mflops(model)
+        recipe = meta["recipe"]
+        time = f"{latency[model] * 1e3:.1f} ms" if model in latency else "-"
+        rows.append(f"| `{name}` | {100 * meta['test_acc_fp32']:.2f}% ({100 * meta['test_acc_tta_recorded']:.2f}%) | "
+                    f"{params / 1e6:.2f} M | {mflops:.0f} | {time} | `{recipe['preset']}`, {recipe['epochs']} epochs |")
+    return "\n".join(rows) + "\n"
+
+
+#: The groups the equal-time comparison shows, in order: the static preset first, then the candidates, the anchor last.
+WORTH_IT_GROUPS = ("cpu", "airbench94_muon", "dcd-e8", "dcd-routed-e9", "branch-last-e8", "anchor-xeon")
+
+
+def worth_it_rows() -> List[Dict[str, Any]]:
+    """The equal-time comparison on the ``cpu`` recipe: each group's relative training time and accuracy."""
+    data = _results_file()
+    rows = []
+    for group_id in WORTH_IT_GROUPS:
+        stats = group_stats(group_id)
+        if stats is None:
+            continue
+        group = data["groups"][group_id]
+        rows.append({"group": group_id, "title": group.get("label", group["title"]),
+                     "relative_time": relative_time(group_id), "acc": stats["acc"], "tta": stats["tta"],
+                     "hardware": group["hardware"]})
+    return rows
+
+
+def _difference(a, b) -> str:
+    return f"{100 * (a[0] - b[0]):+.2f}"
+
+
+def worth_it_markdown() -> str:
+    """The README's answer to "are dynamic convolutions worth it?", from the study's groups and the cost records."""
+    rows = worth_it_rows()
+    if not rows:
+        return "No recorded run yet.\n"
+    static = rows[0]
+    lines = ["On the `cpu` recipe (airbench94's network, 2-core CPU), training time relative to the static preset's "
+             "9 epochs (from alternated timing runs on one machine); accuracy after N epochs does not depend on the "
+             "machine:", "", "| network | relative training time | test accuracy | with TTA | vs static, 9 epochs "
+             "(TTA) |", "|---|---|---|---|---|"]
+    for row in rows:
+        time = f"{row['relative_time']:.2f}x" if row["relative_time"] is not None else "-"
+        versus = "" if row is static else (f"{_difference(row['acc'], static['acc'])} "
+                                           f"({_difference(row['tta'], static['tta'])})")
+        lines.append(f"| {row['title']} | {time} | {mean_sd(row['acc'])} | {mean_sd(row['tta'])} | {versus} |")
+    return "\n".join(lines) + "\n\n![accuracy against training time](docs/images/worth_it.png)\n"
+
+
+def deploy_points() -> List[Dict[str, Any]]:
+    """For the latency chart: each timed model's ONNX Runtime latency at batch 1 and 256 and its accuracy (its
+    recipe's mean over runs, else its shipped weights')."""
+    from cifar10_recipe.shipping import read_metadata
+
+    record = _latency_record()
+    points = []
+    for name in record.get("models", []):
+        groups = model_groups(name)
+        acc = group_stats(groups[0])["acc"][0] if groups else None
+        if acc is None:
+            weights = [m for m in timm.list_models(f"{name}.*", pretrained=True)]
+            if weights and Path(timm.models.get_pretrained_cfg(weights[0]).file).exists():
+                acc = read_metadata(Path(timm.models.get_pretrained_cfg(weights[0]).file))["test_acc_fp32"]
+        if acc is None:
+            continue
+        latency = {key.split()[-1]: values[name] * 1e3 for key, values in record["latency"].items()
+                   if key.startswith("onnxruntime") and name in values}
+        points.append({"model": name, "acc": acc, "latency_ms": latency})
+    return points
+
+
+README_CHART = ROOT / "docs" / "images" / "worth_it"
+
+
+def readme_blocks() -> Dict[str, str]:
+    """Name -> the generated text of every ``<!-- generated:NAME -->`` block of the READMEs."""
+    return {"weights": weights_markdown(), "presets": presets_markdown(), "worth-it": worth_it_markdown()}
+
+
+def replace_blocks(text: str, blocks: Dict[str, str]) -> str:
+    """``text`` with the content between each ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` replaced
+    by ``blocks[NAME]``."""
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in blocks:
+            raise ValueError(f"no generator for the README block {name!r}; known: {sorted(blocks)}")
+        return f"<!-- generated:{name} -->\n{blocks[name]}<!-- /generated:{name} -->"
+
+    return re.sub(r"<!-- generated:([\w-]+) -->\n.*?<!-- /generated:\1 -->", fill, text, flags=re.S)
+
+
+def _chart_data() -> str:
+    return json.dumps(worth_it_rows(), indent=1) + "\n"
+
+
+def stale_readmes() -> List[str]:
+    """The READMEs (and the README's chart, by the data it was drawn from) that differ from what the records give."""
+    blocks = readme_blocks()
+    stale = [name for name, path in READMES.items() if replace_blocks(path.read_text(), blocks) != path.read_text()]
+    chart_data = README_CHART.with_suffix(".json")
+    if not chart_data.exists() or chart_data.read_text() != _chart_data():
+        stale.append(str(chart_data.relative_to(ROOT)))
+    return stale
+
+
+def write_readmes() -> None:
+    from generate_charts import draw_worth_it
+
+    blocks = readme_blocks()
+    for path in READMES.values():
+        path.write_text(replace_blocks(path.read_text(), blocks))
+    README_CHART.parent.mkdir(parents=True, exist_ok=True)
+    draw_worth_it(worth_it_rows(), README_CHART.with_suffix(".png"))
+    README_CHART.with_suffix(".json").write_text(_chart_data())
+
+
+def model_groups(name: str) -> List[str]:
+    """The results.json groups that trained ``name`` as registered (presets first), for the zoo's accuracy column."""
+    groups = _results_file()["groups"]
+    found = [g for g, group in groups.items() if group.get("model") == name and group["records"]
+             and not group.get("model_kwargs")]
+    return sorted(found, key=lambda g: groups[g]["kind"] != "preset")
+
+
+def _block_label(kind: str, num_experts: int) -> str:
+    """A block's kind in a few characters: ``S`` static, ``B2`` branch with K=2, ``DCD``, ``Cond4``, ``Dy4``."""
+    if kind == "static" or (kind == "branch" and num_experts == 1):
+        return "S"
+    short = {"branch": "B", "condconv": "Cond", "dyconv": "Dy", "odconv": "OD"}
+    return "DCD" if kind == "dcd" else f"{short.get(kind, kind)}{num_experts}"
 
 
 def models_table() -> str:
+    """Every registered dynconv model: parameters, FLOPs, block kinds, and the accuracy its recipe reached (mean ± sd
+    over runs, with the preset or study group); short cells, the full record in the ledger."""
     import dynconv  # noqa: F401
 
-    results = _recorded_results()
     rows = []
     for name in timm.list_models("dynconv*"):
         model = timm.create_model(name).eval()
-        size = model.pretrained_cfg["input_size"]
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(torch.zeros(1, *size))
+        params, mflops = _params_and_mflops(name)
         cfg = model.cfg
-        ks = " / ".join(",".join(map(str, blocks)) for blocks in cfg.block_num_experts)
-        # runs of this model as registered: not of a model or preset since changed, nor with another --block or
-        # other --model-kwargs
-        recorded = [r for r in results if r["model"] == name and "superseded" not in r
-                    and re.findall(r"--block (\w+)", r["preset"]) in ([], [cfg.block])
-                    and "--model-kwargs" not in r["preset"]]
-        best = max(recorded, key=lambda r: r["test_acc_mean"], default=None)
-        accuracy = (f"{100 * best['test_acc_mean']:.2f}% ({best['preset']}, {best['runs']} run"
-                    f"{'s' if best['runs'] > 1 else ''}, {best['hardware']})" if best else "not recorded yet")
-        rows.append([f"``{name}``", f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M",
-                     f"{counter.get_total_flops() / 1e6:.0f} M", ks, cfg.block,
-                     " x ".join(map(str, size)), accuracy])
-    header = ["model", "params", "FLOPs", "K per block (per segment)", "block", "input", "recorded test accuracy"]
-    return list_table(header, rows)
+        kinds = " / ".join("+".join(_block_label(kind, k) for kind, k in zip(ks, es, strict=True))
+                           for ks, es in zip(cfg.block_kinds, cfg.block_num_experts, strict=True))
+        groups = model_groups(name)
+        accuracy = "-"
+        if groups:
+            stats = group_stats(groups[0])
+            accuracy = f"{mean_sd(stats['acc'])}, ``{stats['group']['title']}``"
+        rows.append([f"``{name}``", f"{params / 1e6:.2f} M", f"{mflops:.0f} M", kinds, accuracy])
+    header = ["model", "params", "FLOPs", "blocks per segment", "test accuracy (runs), recipe"]
+    return (list_table(header, rows, "30 8 8 28 26") + "\nBlocks: S static Conv-BN-Act, B2 branch mixing with K=2, "
+            "DCD, Cond4 / Dy4 / OD4 kernel mixing with K=4 (CondConv, Dynamic Convolution, ODConv).\n")
+
+
+def presets_results_table() -> str:
+    """The presets table of the README, for the docs (reStructuredText)."""
+    data = _results_file()
+    rows = []
+    for group_id, group in data["groups"].items():
+        if group["kind"] != "preset":
+            continue
+        stats = group_stats(group_id)
+        anchor = group_stats(group["anchor"]) if group.get("anchor") else None
+        anchor_text = f"{mean_sd(anchor['acc'])}, TTA {mean_sd(anchor['tta'])}" if anchor else "-"
+        if stats is None:
+            rows.append([f"``{group['title']}``", group["hardware"], "not run yet", "-", "-", "-"])
+            continue
+        rows.append([f"``{group['title']}``", group["hardware"], _time_of(stats), mean_sd(stats["acc"]),
+                     mean_sd(stats["tta"]), anchor_text])
+    return list_table(["preset", "hardware", "time", "test accuracy", "with TTA", "airbench's own code, same machine"],
+                      rows)
+
+
+def ledger_table() -> str:
+    """Every recorded run, newest first; superseded ones marked."""
+    rows = []
+    for r in sorted(_recorded_results(), key=lambda r: r.get("date", ""), reverse=True):
+        spread = f" ± {100 * r['test_acc_std']:.2f}" if r["runs"] > 1 and r.get("test_acc_std") else ""
+        tta = f"{100 * r['test_acc_tta_mean']:.2f}%" if r.get("test_acc_tta_mean") is not None else "-"
+        status = "superseded: " + r["superseded"] if r.get("superseded") else "current"
+        rows.append([r.get("date", "-"), f"``{r['model']}``", r["preset"], str(r["runs"]), str(r["epochs"]),
+                     f"{100 * r['test_acc_mean']:.2f}%{spread}", tta, r["hardware"], f"``{r['record']}``", status])
+    if not rows:
+        return "No recorded run yet.\n"
+    return list_table(["date", "model", "preset / flags", "runs", "epochs", "test accuracy", "with TTA", "hardware",
+                       "record", "status"], rows)
 
 
 def recipe_tables() -> tuple:
@@ -85,23 +379,6 @@ def recipe_tables() -> tuple:
                for key in keys]
     return (list_table(["flag", "default", "meaning"], flags, "25 15 60"),
             list_table(["setting", *names], presets))
-
-
-def results_table() -> str:
-    """Every recorded run in ``examples/cifar10/results.json``."""
-    rows = []
-    for r in _recorded_results():
-        spread = f" +- {100 * r['test_acc_std']:.2f}" if r["runs"] > 1 else ""
-        tta = f"{100 * r['test_acc_tta_mean']:.2f}%" if r.get("test_acc_tta_mean") is not None else "-"
-        rows.append([f"``{r['model']}``", r["preset"], str(r["runs"]), str(r["epochs"]),
-                     f"{100 * r['test_acc_mean']:.2f}%{spread}", tta,
-                     f"{r['wall_s']:.0f} s" if r.get("wall_s") is not None else "not comparable (shared machine)",
-                     r["hardware"],
-                     r["torch"], r["data"], f"``{r['command']}``"])
-    if not rows:
-        return "No recorded run yet.\n"
-    return list_table(["model", "preset", "runs", "epochs", "test accuracy", "with TTA", "wall time", "hardware",
-                       "torch", "data", "command"], rows)
 
 
 def benchmark_tables() -> dict:
@@ -163,7 +440,7 @@ def study_table(folder: Path) -> str:
 
 
 def pretrained_table() -> str:
-    """Every shipped weight: its accuracy on the local CIFAR-10 copy, recipe and provenance (from its metadata)."""
+    """Every shipped weight: its accuracy on the local CIFAR-10 copy, recipe and record (from its metadata)."""
     from cifar10_recipe.shipping import read_metadata
 
     rows = []
@@ -172,14 +449,13 @@ def pretrained_table() -> str:
         if not path.exists():
             continue
         meta = read_metadata(path)
-        rows.append([f"``{name}``", f"{100 * meta['test_acc_fp32']:.2f}%", f"{100 * meta['test_acc_recorded']:.2f}% "
-                     f"({100 * meta['test_acc_tta_recorded']:.2f}% with TTA)", meta["recipe"]["preset"],
-                     str(meta["recipe"]["epochs"]), f"``{meta['command']}``", meta["commit"][:10],
-                     f"``{meta['record']}``"])
+        rows.append([f"``{name}``", f"{100 * meta['test_acc_fp32']:.2f}%",
+                     f"{100 * meta['test_acc_tta_recorded']:.2f}%",
+                     f"``{meta['recipe']['preset']}``, {meta['recipe']['epochs']} epochs",
+                     f"``{meta['record'].removeprefix('examples/cifar10/')}``"])
     if not rows:
         return "No shipped weights yet.\n"
-    return list_table(["model.tag", "test accuracy (float32)", "as recorded by the run", "preset", "epochs",
-                       "command", "commit", "record"], rows)
+    return list_table(["model.tag", "test accuracy (float32)", "with TTA", "recipe", "record"], rows)
 
 
 def routing_tables(folder: Path) -> dict:
@@ -223,7 +499,8 @@ def write_tables(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "models.inc.rst").write_text(models_table())
     (folder / "paper_models.inc.rst").write_text(paper_models_table())
-    (folder / "results.inc.rst").write_text(results_table())
+    (folder / "ledger.inc.rst").write_text(ledger_table())
+    (folder / "presets_results.inc.rst").write_text(presets_results_table())
     flags, presets = recipe_tables()
     (folder / "recipe_flags.inc.rst").write_text(flags)
     (folder / "presets.inc.rst").write_text(presets)
@@ -240,3 +517,26 @@ def write_tables(folder: Path) -> None:
     throughput = throughput_tables()
     for name in ("inference_cpu", "train_cpu"):
         (folder / f"throughput_{name}.inc.rst").write_text(throughput.get(name, "No recorded run yet.\n"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readmes", action="store_true", help="rewrite the READMEs' generated blocks")
+    parser.add_argument("--check", action="store_true", help="with --readmes: only report stale blocks (exit 1)")
+    parser.add_argument("--out", type=Path, help="write the documentation's .inc.rst tables and charts here")
+    args = parser.parse_args(argv)
+    if args.readmes and args.check:
+        stale = stale_readmes()
+        for name in stale:
+            print(f"{name}: generated blocks are stale; run python docs/generate_tables.py --readmes")
+        return 1 if stale else 0
+    if args.readmes:
+        write_readmes()
+    if args.out:
+        write_tables(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "examples" / "cifar10"))
+    sys.exit(main())

@@ -3,13 +3,13 @@ folding, and the checks every dynamic family passes."""
 import pytest
 import timm
 import torch
-from dcd_reference import dcd_conv, dcd_params
 from timm.layers import BatchNormAct2d
 from timm.utils import reparameterize_model
 
 from dynconv import DCDConv2d, RoutingRecorder, attention_statistics, create_block, set_temperature
 from dynconv.layers import KernelMixingBlock
 
+from dcd_reference import dcd_conv, dcd_params
 from reference import randomize_batchnorms
 
 # (in_channels, out_channels, kernel_size, stride, groups, dilation, pool_size, batch, size)

@@ -74,3 +74,30 @@ def test_compiled_block_chart_pairs_each_path_with_its_own_baseline(tmp_path):
     assert compiled_block_ratios(table) == {
         ("s1 B=64 K=2", "compiled"): {"fused/floor": 1.25},
         ("s1 B=64 K=2", "eager"): {"fused/floor": 3.0, "condconv/static": 4.0}}
+
+
+def test_generated_readme_blocks_are_current():
+    sys.path.insert(0, str(DOCS))
+    import generate_tables
+
+    stale = generate_tables.stale_readmes()
+    assert not stale, f"{stale}: regenerate with python docs/generate_tables.py --readmes"
+
+
+def test_readme_blocks_are_replaced_between_their_markers_only():
+    sys.path.insert(0, str(DOCS))
+    from generate_tables import replace_blocks
+
+    text = "a\n<!-- generated:x -->\nold\n<!-- /generated:x -->\nb\n"
+    assert replace_blocks(text, {"x": "new\n"}) == "a\n<!-- generated:x -->\nnew\n<!-- /generated:x -->\nb\n"
+    with pytest.raises(ValueError, match="no generator for the README block 'x'"):
+        replace_blocks(text, {})
+
+
+def test_the_readmes_python_snippets_run():
+    readme = (DOCS.parent / "README.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert snippets
+    namespace: dict = {}
+    for snippet in snippets:
+        exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 (our own README)

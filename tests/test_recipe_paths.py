@@ -207,7 +207,7 @@ def test_the_best_weights_are_the_weight_average(fake_cifar_root, tmp_path):
 
 def test_resumable_fields_are_those_that_do_not_change_the_computation():
     assert resumable_fields() == {"device", "threads", "workers", "progress", "out", "data_dir", "download",
-                                  "save_every", "on_nan", "reuse_memory"}
+                                  "save_every", "checkpoint_every", "keep_checkpoints", "on_nan", "reuse_memory"}
 
 
 def test_model_arguments_are_the_model_fields_that_are_set():

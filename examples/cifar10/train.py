@@ -4,7 +4,7 @@
     python examples/cifar10/train.py --preset coursework   # the coursework's recipe, needs a GPU for 50 epochs
     python examples/cifar10/train.py --help                # every flag; each overrides the preset
 
-Results, with hardware, commands and versions: ``examples/cifar10/README.md``.
+Presets and their results: ``examples/cifar10/README.md``; every run: the docs' results ledger.
 
 A run writes into its directory (``--out``, default ``runs/<timestamp>-<preset>``): ``config.json`` (the resolved
 configuration), ``metrics.jsonl`` (one line per epoch), ``curves.png``, ``summary.json`` and ``checkpoints/``

@@ -21,8 +21,9 @@ def reuse_freed_memory() -> bool:
     By default glibc maps every block over its mmap threshold (at most 32 MiB) afresh and unmaps it when it is freed,
     so each training step's large activations are new pages that the kernel faults in and zeroes; with the heap kept
     a freed block's pages are reused (``tests/test_heap_reuse.py``). The process then holds its peak memory between
-    steps. The recorded effect on the recipe's speed is in ``examples/cifar10/README.md`` (the ``cpu`` preset's seeds
-    before and after ``--reuse-memory``, and the anchor with and without it).
+    steps. The recorded effect on the recipe's speed is in the docs' lab notebook
+    (``docs/notebook/recipe_2026-12-01.md``: the ``cpu`` preset's seeds before and after ``--reuse-memory``, and the
+    anchor with and without it).
     """
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt

@@ -74,7 +74,8 @@ def build_optimizer(config: TrainConfig, model: nn.Module,
 def low_rank_paths(model: nn.Module) -> Set[int]:
     """Ids of the DCD layers' thin 1x1 projections (Q: C_in -> L, P: L -> C_out), which train with SGD rather than
     Muon: under Muon a DCD network of airbench94's layout reached 58.3% after 2 epochs of 16000 images where SGD for
-    these two gave 64.7% and the static network 65.7% (same seed; records/cpu-recipe/dcd-muon-split/)."""
+    these two gave 64.7% and the static network 65.7% (same seed; records/cpu-recipe/epyc-dcd-muon-all-e2 and
+    epyc-dcd-muon-split-e2)."""
     return {id(conv.weight) for module in model.modules() if isinstance(module, DCDConv2d)
             for conv in (module.q, module.p)}
 

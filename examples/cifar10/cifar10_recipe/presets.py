@@ -3,15 +3,12 @@
 - ``coursework``: exactly the coursework's pipeline (the coursework report, section 2). The coursework
   set ``num_classes=20`` for a 10-class problem (the extra logits are never targets, so they only lower their own
   scores); we default to 10, and ``--num-classes 20`` reproduces the quirk.
-- ``cpu``: the 2-core CPU's 20-minute budget, the README's main command: ``airbench94_muon`` (below) for 9 epochs
-  instead of 8, airbench94's network trained with Muon at batch 2000, in bf16 on a CPU with native bf16 (``--amp
-  auto``). The ninth epoch is what the budget leaves after 8, and it is what lifts the test-time-augmented accuracy
-  above airbench's own code on this data (``examples/cifar10/README.md``). Until 2026-11-30 it was airbench94's own
-  recipe for 9 epochs (``airbench94 --epochs 9``), which fit the time but not the anchor's accuracy, and then
-  ``airbench94_muon`` for its 8 epochs, level with the anchor. The dynamic candidate (airbench94's network with a K=2
-  branch block second in its last segment) lost at equal time, with test-time augmentation on airbench94's recipe and
-  with and without it on this one (``examples/cifar10/README.md``), so the preset is static. A CPU without native bf16
-  trains in float32 at about half the speed. Eager: ``torch.compile`` made training slower on both CPUs measured.
+- ``cpu``: the 2-core CPU's preset, the README's main command: ``airbench94_muon`` (below) for 9 epochs instead of
+  8, airbench94's network trained with Muon at batch 2000, in bf16 on a CPU with native bf16 (``--amp auto``; elsewhere
+  float32, since emulated bf16 is 8-11x slower). The ninth epoch is what lifts the test-time-augmented accuracy above
+  airbench's own code on the same machine. The network is static because no dynamic layout has beaten it at equal
+  training time over three seeds (the docs' study page). Eager: ``torch.compile`` made training slower on both CPUs
+  measured. Results: ``examples/cifar10/results.json`` (the docs' ledger and the README's table).
 - ``tiny``: ``dynconv_cifar_tiny`` (K=2 branch blocks) for 11 epochs at batch 256, SGD with a linear schedule: the
   recipe of the equal-budget study (``examples/cifar10/equal_budget_study.py``) and of the shipped
   ``*.cpu_cifar10local`` weights. It was the ``cpu`` preset until ``cpu`` moved to airbench's recipe; records made
