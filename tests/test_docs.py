@@ -101,3 +101,18 @@ def test_the_readmes_python_snippets_run():
     namespace: dict = {}
     for snippet in snippets:
         exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 (our own README)
+
+
+def test_the_docs_render_in_a_browser_without_missing_images_broken_links_or_console_errors(tmp_path):
+    sys.path.insert(0, str(DOCS.parent / "tools"))
+    import check_docs_browser
+
+    if check_docs_browser.find_chromium() is None:
+        pytest.skip("no Chromium here (apt install chromium): the browser check is skipped")
+    pytest.importorskip("playwright", reason="no Playwright here (pip install -e '.[browser]'): the browser check is "
+                                             "skipped")
+    html = check_docs_browser.build_docs(tmp_path / "html")
+    problems = check_docs_browser.check_pages(html, tmp_path / "screenshots")
+    assert not problems, "\n".join(problems)
+    assert {p.name for p in (tmp_path / "screenshots").iterdir()} == {
+        f"{page.removesuffix('.html')}.png" for page in check_docs_browser.PAGES}

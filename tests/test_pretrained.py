@@ -89,10 +89,11 @@ def test_collect_and_ship_a_finished_run(fake_cifar_root, tmp_path):
     shipped = tmp_path / "shipped"
     assert ship_weights.main([str(tmp_path / "back" / "static-run"), "--model", "dynconv_cifar_tiny_static",
                               "--record", "examples/cifar10/records/cpu-equal-budget/timing-static",
-                              "--data-dir", str(fake_cifar_root), "--out-dir", str(shipped)]) == 0
+                              "--data-dir", str(fake_cifar_root), "--out-dir", str(shipped), "--half"]) == 0
     path = shipped / "dynconv_cifar_tiny_static.cpu_cifar10local.safetensors"
     metadata = read_metadata(path)
     assert metadata["recipe"]["block"] == "static" and metadata["check"]["images"] == 2000
+    assert metadata["stored_as"] == "float16"
     model = timm.create_model("dynconv_cifar_tiny_static", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     from cifar10_recipe.data import load_cifar10
 

@@ -3,9 +3,10 @@
     python examples/cifar10/ship_weights.py runs/equal-budget/branch-e11-s0 --model dynconv_cifar_tiny \\
         --record examples/cifar10/records/cpu-equal-budget/branch-e11-s0
 
-Writes ``dynconv/pretrained/<model>.<tag>.safetensors`` (float32) whose metadata states the test accuracy on the
-local copy (as recorded by the run, and recomputed here in float32), the fixed-part count that CI checks
-(``cifar10_recipe.shipping``), the recipe, the command, the commit and the record it comes from.
+Writes ``dynconv/pretrained/<model>.<tag>.safetensors`` (float32, or float16 with ``--half`` to halve the file; the
+accuracy and the check are then computed with the float16 values, as the package will load them) whose metadata
+states the test accuracy on the local copy (as recorded by the run, and recomputed here in float32), the fixed-part
+count that CI checks (``cifar10_recipe.shipping``), the recipe, the command, the commit and the record it comes from.
 """
 import argparse
 import json
@@ -35,6 +36,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--record", type=Path, required=True, help="the committed record folder of this run")
     parser.add_argument("--data-dir", help="CIFAR-10 root (default: $CIFAR10_ROOT, else ./data)")
     parser.add_argument("--out-dir", type=Path, default=PRETRAINED_DIR, help="where to write (default: the package)")
+    parser.add_argument("--half", action="store_true", help="store the floating-point tensors in float16")
     args = parser.parse_args(argv)
 
     summary = json.loads((args.run_dir / "summary.json").read_text())
@@ -44,6 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise SystemExit(f"{args.run_dir} stopped after epoch {manifest['epoch'] + 1} of {config['epochs']}")
     weights, _ = load_weights(args.run_dir / "checkpoints" / manifest["weights"])
     model = timm.create_model(args.model, num_classes=config["num_classes"])
+    if args.half:  # evaluate what will ship: the float16 values, loaded back into the float32 model
+        weights = {k: v.half().float() if v.is_floating_point() else v for k, v in weights.items()}
     model.load_state_dict(weights)  # strict: the run must have trained exactly this architecture
     mean, std = NORMALIZATIONS[upgrade_config_dict(config)["normalization"]]
     if (tuple(mean), tuple(std)) != (tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"])):
@@ -61,13 +65,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "command": provenance["command"], "commit": provenance["commit"], "record": str(args.record),
         "machine": provenance["machine"], "versions": provenance["versions"],
         "test_acc_recorded": summary["test_acc"], "test_acc_tta_recorded": summary["test_acc_tta"],
-        "test_acc_fp32": full_correct / len(data.test_labels),
+        "test_acc_fp32": full_correct / len(data.test_labels), "stored_as": "float16" if args.half else "float32",
         "check": {"part": f"test images [::{CHECK_STRIDE}]", "images": len(part_labels), "correct": part_correct,
                   "precision": "float32, eval mode, no test-time augmentation"},
     }
     out = args.out_dir / f"{args.model}.{args.tag}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    state = {name: (tensor.half() if args.half and tensor.is_floating_point() else tensor).contiguous()
+             for name, tensor in model.state_dict().items()}
     save_file(state, str(out), metadata={key: json.dumps(value) for key, value in metadata.items()})
     print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, test accuracy (float32) {100 * metadata['test_acc_fp32']:.2f}%, "
           f"check part {part_correct}/{len(part_labels)}")
