@@ -9,7 +9,6 @@ Accuracy is not measured here: the chart takes it from the records (``examples/c
 Writes ``<out>.json`` and ``<out>.md``.
 """
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from timm.utils import reparameterize_model
 
 import dynconv  # noqa: F401  (registers the models)
 from dynconv.export import export_onnx
+
+from benchmark_record import write_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "cifar10"))
 from cifar10_recipe.provenance import provenance  # noqa: E402
@@ -107,10 +108,7 @@ def main(argv=None) -> int:
     record = {"models": args.models, "rounds": args.rounds, "precision": "float32",
               "provenance": provenance(torch.device("cpu"), ["benchmarks/deploy_latency.py", *(argv or sys.argv[1:])]),
               "latency": latencies(args.models, args.batches, args.rounds)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(record))
-    print(_markdown(record))
+    write_record(args.out, record, _markdown(record))
     return 0
 
 

@@ -32,6 +32,8 @@ from torch import nn
 import dynconv  # noqa: F401  (registers the models)
 from dynconv.layers import create_block
 
+from benchmark_record import write_record
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "cifar10"))
 from cifar10_recipe.config import resolve_config  # noqa: E402
 from cifar10_recipe.execution import autocast_context, configure_execution, uses_bf16  # noqa: E402
@@ -184,10 +186,7 @@ def main(argv=None) -> int:
               "blocks": block_costs(args.rounds, args.block_batch, autocast),
               "networks": network_costs(args.rounds, args.network_batch)}
     record["network_ratios"] = {k: v / record["networks"]["static"] for k, v in record["networks"].items()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(record))
-    print(_markdown(record))
+    write_record(args.out, record, _markdown(record))
     return 0
 
 

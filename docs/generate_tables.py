@@ -120,16 +120,18 @@ def _time_of(stats: Dict[str, Any]) -> str:
     return _duration(stats["train_s"]) + " training" if stats["train_s"] else "-"
 
 
+def _preset_rows():
+    """(group, its stats or None, its anchor's stats or None) for every preset group, in results.json's order."""
+    for group_id, group in _results_file()["groups"].items():
+        if group["kind"] == "preset":
+            yield group, group_stats(group_id), group_stats(group["anchor"]) if group.get("anchor") else None
+
+
 def presets_markdown() -> str:
     """The README's training table: one row per preset, with airbench's own code on the same machine."""
-    data = _results_file()
     rows = ["| preset | what it trains | hardware | time | test accuracy | with TTA | airbench's own code, same "
             "machine (TTA) |", "|---|---|---|---|---|---|---|"]
-    for group_id, group in data["groups"].items():
-        if group["kind"] != "preset":
-            continue
-        stats = group_stats(group_id)
-        anchor = group_stats(group["anchor"]) if group.get("anchor") else None
+    for group, stats, anchor in _preset_rows():
         anchor_text = f"{mean_sd(anchor['acc'])} ({mean_sd(anchor['tta'])}), {_time_of(anchor)}" if anchor else "-"
         if stats is None:
             rows.append(f"| `{group['title']}` | {group['what']} | {group['hardware']} | not run yet | - | - | - |")
@@ -327,13 +329,8 @@ def models_table() -> str:
 
 def presets_results_table() -> str:
     """The presets table of the README, for the docs (reStructuredText)."""
-    data = _results_file()
     rows = []
-    for group_id, group in data["groups"].items():
-        if group["kind"] != "preset":
-            continue
-        stats = group_stats(group_id)
-        anchor = group_stats(group["anchor"]) if group.get("anchor") else None
+    for group, stats, anchor in _preset_rows():
         anchor_text = f"{mean_sd(anchor['acc'])}, TTA {mean_sd(anchor['tta'])}" if anchor else "-"
         if stats is None:
             rows.append([f"``{group['title']}``", group["hardware"], "not run yet", "-", "-", "-"])

@@ -86,3 +86,27 @@ def check_min_size(x: torch.Tensor, min_size: int, name: str) -> None:
     if height < min_size or width < min_size:
         raise ValueError(f"{name} needs images of at least {min_size}x{min_size} pixels (its poolings would leave "
                          f"nothing of a smaller one), got {height}x{width}")
+
+
+def check_conv_geometry(in_channels: int, out_channels: int, kernel_size: int, stride: int, dilation: int,
+                        groups: int, **more: int) -> None:
+    """Raise ``ValueError`` unless every size is a positive int and ``groups`` divides both channel counts; ``more``
+    names further sizes to check (e.g. ``num_experts``)."""
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size),
+                        ("stride", stride), ("dilation", dilation), ("groups", groups), *more.items()):
+        check_positive_int(name, value)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+
+
+class InferenceOnceFolded:
+    """Mixin for modules that fold their BatchNorms for inference (``reparameterize``, setting ``is_fused``): once
+    folded they refuse ``train()``, since the statistics they would update are gone."""
+
+    is_fused: bool = False
+
+    def train(self, mode: bool = True):
+        if mode and self.is_fused:
+            raise RuntimeError(f"this {type(self).__name__}'s BatchNorms were folded for inference (reparameterize), "
+                               "so it cannot train; train the model before reparameterizing it")
+        return super().train(mode)

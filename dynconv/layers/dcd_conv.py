@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from timm.layers import get_padding
 from torch import nn
 
-from ._checks import check_input, check_positive_int
+from ._checks import InferenceOnceFolded, check_conv_geometry, check_input, check_positive_int
 from .routing import Router, make_rd_channels
 
 #: The authors' smallest attention width (``conv_basic_dy``).
@@ -117,7 +117,7 @@ class DCDAttention(Router):
         return scale, phi
 
 
-class DCDConv2d(nn.Module):
+class DCDConv2d(InferenceOnceFolded, nn.Module):
     """Dynamic convolution decomposition (no normalisation or activation after it).
 
     ``y_b = Lambda_b * conv(x_b, W0) + P (z_b + BN(Phi_b z_b))``, with ``z_b = BN(Q x_b)`` and the low-rank path at
@@ -162,12 +162,7 @@ class DCDConv2d(nn.Module):
                  dtype: Optional[torch.dtype] = None):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
-                            ("groups", groups), ("pool_size", pool_size)):
-            check_positive_int(name, value)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        check_conv_geometry(in_channels, out_channels, kernel_size, stride, dilation, groups, pool_size=pool_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (the low-rank path sits at the kernel's centre), got "
                              f"{kernel_size}")
@@ -260,12 +255,6 @@ class DCDConv2d(nn.Module):
         self.phi_shift = nn.Parameter(phi_shift.to(self.weight.dtype))
         self.q_norm, self.phi_norm = nn.Identity(), nn.Identity()
         self.is_fused = True
-
-    def train(self, mode: bool = True) -> "DCDConv2d":
-        if mode and self.is_fused:
-            raise RuntimeError("this DCD layer's BatchNorms were folded for inference (reparameterize), so it cannot "
-                               "train; train the model before reparameterizing it")
-        return super().train(mode)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

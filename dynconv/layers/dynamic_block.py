@@ -26,7 +26,7 @@ from timm.layers import create_act_layer, register_notrace_module
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ._checks import check_input, check_positive_int, per_branch_kernel_sizes
+from ._checks import InferenceOnceFolded, check_input, check_positive_int, per_branch_kernel_sizes
 from .routing import RoutingHead
 
 
@@ -73,7 +73,7 @@ def mix_branches(branches: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 @register_notrace_module  # a leaf for torch.fx feature extraction: its mixing branches on memory layout
-class DynamicBlock(nn.Module):
+class DynamicBlock(InferenceOnceFolded, nn.Module):
     """K Conv-Norm-Act branches mixed per sample by a routing head (output mixing), computed as one wide conv.
 
     Args:
@@ -236,12 +236,6 @@ class DynamicBlock(nn.Module):
         self.conv.weight.copy_(weight)
         self.conv.bias = bias
         self.bn = nn.Identity()
-
-    def train(self, mode: bool = True) -> "DynamicBlock":
-        if mode and self.is_fused:
-            raise RuntimeError("this block's BatchNorm was folded for inference (reparameterize), so it cannot train; "
-                               "train the model before reparameterizing it")
-        return super().train(mode)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, num_experts={self.num_experts}, "

@@ -27,7 +27,7 @@ from einops import rearrange
 from timm.layers import get_padding, register_notrace_module
 from torch import nn
 
-from ._checks import check_input, check_positive_int
+from ._checks import check_conv_geometry, check_input
 from .dynamic_block import mix_branches
 from .routing import RoutingHead
 
@@ -191,12 +191,8 @@ class ExpertConv2d(nn.Module):
                  modes: Tuple[Tuple[str, ...], str] = (MODES, ""), *, device: Optional[torch.device] = None,
                  dtype: Optional[torch.dtype] = None):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation),
-                            ("groups", groups), ("num_experts", num_experts)):
-            check_positive_int(name, value)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        check_conv_geometry(in_channels, out_channels, kernel_size, stride, dilation, groups,
+                            num_experts=num_experts)
         supported, reason = modes
         if mode not in supported:
             raise ValueError(f"{type(self).__name__} mode must be one of {supported}, got {mode!r}{reason}")

@@ -9,10 +9,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ._checks import InferenceOnceFolded
 from .kernel_mixing import ExpertConv2d
 
 
-class KernelMixingBlock(nn.Sequential):
+class KernelMixingBlock(InferenceOnceFolded, nn.Sequential):
     """``conv`` (an :class:`~dynconv.layers.ExpertConv2d`) then ``bn`` (a norm-act layer, e.g. timm's
     ``BatchNormAct2d``).
 
@@ -61,9 +62,3 @@ class KernelMixingBlock(nn.Sequential):
         # what came after the normalisation in the norm-act layer (timm's BatchNormAct2d: drop, then act)
         self.bn = nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
         self.is_fused = True
-
-    def train(self, mode: bool = True) -> "KernelMixingBlock":
-        if mode and self.is_fused:
-            raise RuntimeError("this block's BatchNorm was folded for inference (reparameterize), so it cannot train; "
-                               "train the model before reparameterizing it")
-        return super().train(mode)
