@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import timm
 import torch
 
-from dynconv import RoutingRecorder, routing_statistics
+from dynconv import RoutingRecorder, attention_statistics, routing_statistics
 
 from cifar10_recipe.checkpoint import MANIFEST, CheckpointError, load_weights
 from cifar10_recipe.config import NORMALIZATIONS, TrainConfig, model_arguments, upgrade_config_dict
@@ -47,21 +47,24 @@ def load_model(args: argparse.Namespace) -> Tuple[torch.nn.Module, Normalization
 
 
 @torch.no_grad()
-def record_routing(model: torch.nn.Module, images: torch.Tensor, normalization: Normalization
-                   ) -> Dict[str, torch.Tensor]:
-    """Every block's (N, K) routing weights on uint8 ``images``, normalised with ``normalization`` (mean, std)."""
+def record_routing(model: torch.nn.Module, images: torch.Tensor, normalization: Normalization) -> RoutingRecorder:
+    """The recorder after every router's decisions on uint8 ``images``, normalised with ``normalization``: (N, K)
+    mixing weights per block, and DCD's attentions."""
     model.eval()
     with RoutingRecorder(model) as recorder:
         for batch in normalised_batches(images, *normalization):
             model(batch)
-    return recorder.weights
+    return recorder
 
 
 def inspect(model: torch.nn.Module, normalization: Normalization, images: torch.Tensor, labels: torch.Tensor
             ) -> Dict[str, Any]:
-    weights = record_routing(model, images, normalization)
+    recorder = record_routing(model, images, normalization)
     return {"num_images": len(labels), "classes": list(CLASSES),
-            "blocks": {name: routing_statistics(w, labels, len(CLASSES)).to_dict() for name, w in weights.items()}}
+            "blocks": {name: routing_statistics(w, labels, len(CLASSES)).to_dict()
+                       for name, w in recorder.weights.items()},
+            "attentions": {name: {key: attention_statistics(values).to_dict() for key, values in attentions.items()}
+                           for name, attentions in recorder.attentions.items()}}
 
 
 def plot(result: Dict[str, Any], path: Path, title: str) -> None:
@@ -71,6 +74,9 @@ def plot(result: Dict[str, Any], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     blocks = result["blocks"]
+    if not blocks:
+        _plot_attentions(result, path, title)
+        return
     columns = len(blocks) + 1
     figure, axes = plt.subplots(1, columns, figsize=(2.2 * columns + 1, 4.2))
     for axis, (name, stats) in zip(axes, blocks.items(), strict=False):
@@ -90,6 +96,25 @@ def plot(result: Dict[str, Any], path: Path, title: str) -> None:
     axis.set_ylim(0, 1.05)
     axis.legend(fontsize=7)
     axis.set_title("per block", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_attentions(result: Dict[str, Any], path: Path, title: str) -> None:
+    """DCD's attentions: each block's relative spread across images of Lambda and of Phi (``plot`` has set the
+    backend)."""
+    import matplotlib.pyplot as plt
+
+    names = list(result["attentions"])
+    figure, axis = plt.subplots(figsize=(1.2 * len(names) + 3, 4))
+    for index, key in enumerate(("scale", "phi")):
+        axis.bar([i + 0.4 * index for i in range(len(names))],
+                 [result["attentions"][n][key]["relative_spread"] for n in names], 0.4, label=f"{key} spread")
+    axis.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=30, fontsize=7)
+    axis.set_ylabel("spread across images / mean magnitude")
+    axis.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -126,6 +151,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{name}: entropy/logK {stats['normalised_entropy']:.3f}, variation {stats['variation']:.3f}, "
               f"top-branch share {stats['top_branch_share']:.2f}, mean weights "
               + " ".join(f"{w:.2f}" for w in stats["mean_weight"]))
+    for name, attentions in result["attentions"].items():
+        print(f"{name}: " + ", ".join(f"{key} mean {stats['mean']:.3f}, relative spread {stats['relative_spread']:.3f}"
+                                      for key, stats in attentions.items()))
     print(f"wrote {args.out / 'routing.json'} and {args.out / 'routing.png'}")
     return 0
 

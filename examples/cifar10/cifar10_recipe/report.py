@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 import matplotlib
 import torch
 
-from dynconv import routing_statistics
+from dynconv import attention_statistics, routing_statistics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -23,18 +23,27 @@ def spread(summaries: List[Dict[str, Any]], key: str) -> Optional[Dict[str, Any]
             "values": values}
 
 
-def routing_health(weights: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, float]]:
+def routing_health(weights: Dict[str, torch.Tensor],
+                   attentions: Optional[Dict[str, Dict[str, torch.Tensor]]] = None) -> Dict[str, Dict[str, float]]:
     """Per stage (``stages.<i>``), the mean over its blocks of the routers' normalised entropy (1: uniform mix, 0: one
     branch per sample) and cross-sample variation (0: every sample gets the same mix, i.e. collapsed routing), from
     :class:`~dynconv.RoutingRecorder` weights (block name -> (N, K)). Routers of one expert (K=1, e.g. a one-kernel
-    DyConv) have nothing to mix and are left out."""
+    DyConv) have nothing to mix and are left out. For DCD's attentions (block name -> ``"scale"``, ``"phi"``), the
+    relative spread across samples of the channel scale and of the latent matrix (0: the same for every image)."""
     stages: Dict[str, List[Any]] = defaultdict(list)
     for name, block_weights in weights.items():
         if block_weights.shape[-1] < 2:
             continue
         stages[".".join(name.split(".")[:2])].append(routing_statistics(block_weights))
-    return {stage: {"entropy": statistics.fmean(s.normalised_entropy for s in blocks),
-                    "variation": statistics.fmean(s.variation for s in blocks)} for stage, blocks in stages.items()}
+    health = {stage: {"entropy": statistics.fmean(s.normalised_entropy for s in blocks),
+                      "variation": statistics.fmean(s.variation for s in blocks)} for stage, blocks in stages.items()}
+    spreads: Dict[str, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for name, values in (attentions or {}).items():
+        for key, tensor in values.items():
+            spreads[".".join(name.split(".")[:2])][f"{key}_spread"].append(attention_statistics(tensor).relative_spread)
+    for stage, by_key in spreads.items():
+        health.setdefault(stage, {}).update({key: statistics.fmean(v) for key, v in by_key.items()})
+    return health
 
 
 def write_metrics(path: Path, history: List[Dict[str, Any]]) -> None:
@@ -72,15 +81,15 @@ def plot_curves(history: List[Dict[str, Any]], path: Path, title: str) -> None:
     if routed:
         routing_axis = axes[2]
         routed_epochs = [row["epoch"] + 1 for row in routed]
+        styles = {"entropy": ("-", "entropy / log K"), "variation": ("--", "variation"),
+                  "scale_spread": (":", "DCD scale spread"), "phi_spread": ("-.", "DCD Phi spread")}
         for index, stage in enumerate(routed[-1]["routing"]):
-            colour = f"C{index}"
-            routing_axis.plot(routed_epochs, [row["routing"][stage]["entropy"] for row in routed], color=colour,
-                              marker=".", label=f"{stage} entropy / log K")
-            routing_axis.plot(routed_epochs, [row["routing"][stage]["variation"] for row in routed], color=colour,
-                              linestyle="--", label=f"{stage} variation")
+            for key, (linestyle, label) in styles.items():
+                if key in routed[-1]["routing"][stage]:
+                    routing_axis.plot(routed_epochs, [row["routing"].get(stage, {}).get(key) for row in routed],
+                                      color=f"C{index}", linestyle=linestyle, marker=".", label=f"{stage} {label}")
         routing_axis.set_xlabel("epoch")
         routing_axis.set_ylabel("routing (test images)")
-        routing_axis.set_ylim(0, 1.05)
         routing_axis.grid(alpha=0.3)
         routing_axis.legend(fontsize=7)
     figure.suptitle(title)

@@ -200,7 +200,7 @@ def evaluate(model: nn.Module, loader: Loader, autocast=None, tta: int = 0) -> D
     result = {"test_loss": total_loss / seen, "test_acc": correct / seen,
               "test_acc_tta": correct_tta / seen if tta else None}
     if recorder is not None:
-        result["routing"] = routing_health(recorder.weights)
+        result["routing"] = routing_health(recorder.weights, recorder.attentions)
     return result
 
 
