@@ -223,7 +223,8 @@ def draw_family_costs(out: Path) -> bool:
     networks.axvline(1.0, color="black", linewidth=0.8)
     networks.set_yticks(range(len(layouts)), layouts, fontsize=7)
     networks.invert_yaxis()
-    networks.set_xlabel("cpu-recipe training step / static network's")
+    networks.set_xscale("log")
+    networks.set_xlabel("cpu-recipe training step / static network's (log scale)")
     figure.suptitle(f"{record['provenance']['machine']['cpu']}, {record['precision']}", fontsize=8)
     return save(figure, out)
 

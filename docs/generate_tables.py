@@ -120,6 +120,11 @@ def _time_of(stats: Dict[str, Any]) -> str:
     return _duration(stats["train_s"]) + " training" if stats["train_s"] else "-"
 
 
+def _short_command(group: Dict[str, Any]) -> str:
+    """A preset's command without the script's path: ``train.py --preset cpu``."""
+    return group["command"].replace("python examples/cifar10/", "")
+
+
 def _preset_rows():
     """(group, its stats or None, its anchor's stats or None) for every preset group, in results.json's order."""
     for group_id, group in _results_file()["groups"].items():
@@ -129,14 +134,15 @@ def _preset_rows():
 
 def presets_markdown() -> str:
     """The README's training table: one row per preset, with airbench's own code on the same machine."""
-    rows = ["| preset | what it trains | hardware | time | test accuracy | with TTA | airbench's own code, same "
-            "machine (TTA) |", "|---|---|---|---|---|---|---|"]
+    rows = ["| preset | command | hardware | time | test accuracy | with TTA | airbench's own code, same machine "
+            "(TTA) |", "|---|---|---|---|---|---|---|"]
     for group, stats, anchor in _preset_rows():
         anchor_text = f"{mean_sd(anchor['acc'])} ({mean_sd(anchor['tta'])}), {_time_of(anchor)}" if anchor else "-"
         if stats is None:
-            rows.append(f"| `{group['title']}` | {group['what']} | {group['hardware']} | not run yet | - | - | - |")
+            rows.append(f"| `{group['title']}` | `{_short_command(group)}` | {group['hardware']} | not run yet | - | "
+                        "- | - |")
             continue
-        rows.append(f"| `{group['title']}` | {group['what']} | {group['hardware']} | {_time_of(stats)} | "
+        rows.append(f"| `{group['title']}` | `{_short_command(group)}` | {group['hardware']} | {_time_of(stats)} | "
                     f"{mean_sd(stats['acc'])} | {mean_sd(stats['tta'])} | {anchor_text} |")
     return "\n".join(rows) + "\n"
 
@@ -217,7 +223,38 @@ def worth_it_markdown() -> str:
         versus = "" if row is static else (f"{_difference(row['acc'], static['acc'])} "
                                            f"({_difference(row['tta'], static['tta'])})")
         lines.append(f"| {row['title']} | {time} | {mean_sd(row['acc'])} | {mean_sd(row['tta'])} | {versus} |")
+    lines += ["", *[f"- {bullet}" for bullet in worth_it_bullets(rows)]]
     return "\n".join(lines) + "\n\n![accuracy against training time](docs/images/worth_it.png)\n"
+
+
+def worth_it_bullets(rows: List[Dict[str, Any]]) -> List[str]:
+    """The answer in a few sentences, every number from the groups and the cost records."""
+    static = rows[0]
+    dynamic = [row for row in rows[1:] if row["group"] not in ("airbench94_muon", "anchor-xeon")]
+    best = max(dynamic, key=lambda row: row["acc"][0] + row["tta"][0])
+    ahead = best["acc"][0] > static["acc"][0] and best["tta"][0] > static["tta"][0]
+    spread = max(best["acc"][1] or 0.0, static["acc"][1] or 0.0, best["tta"][1] or 0.0, static["tta"][1] or 0.0)
+    within = max(abs(best["acc"][0] - static["acc"][0]), abs(best["tta"][0] - static["tta"][0])) <= spread
+    verdict = ("**On the 2-core CPU, yes.** The best dynamic layout beats the static preset at equal training time"
+               if ahead else "**On the 2-core CPU, not yet.** No dynamic layout beats the static preset at equal "
+               "training time; the closest is")
+    bullets = [f"{verdict} {best['title']} ({best['relative_time']:.2f}x the time): "
+               f"{_difference(best['acc'], static['acc'])} points ({_difference(best['tta'], static['tta'])} with TTA) "
+               f"over {best['acc'][2]} seeds" + (", within the seeds' spread" if within else "") + "."]
+    costs = sorted((ROOT / "benchmarks" / "results" / "family_costs").glob("*.json"))
+    if costs:
+        ratios = json.loads(costs[-1].read_text())["network_ratios"]
+        mixing = [ratios[k] for k in ("condconv", "dyconv", "odconv", "branch") if k in ratios]
+        bullets.append(f"**DCD is the cheap family**: {ratios['dcd_routed']:.2f}-{ratios['dcd']:.2f}x a static "
+                       f"training step, where kernel and branch mixing in the same places cost {min(mixing):.2f}-"
+                       f"{max(mixing):.2f}x (one alternated run on the 2-core CPU).")
+    fast, anchor = group_stats("fast"), group_stats("anchor-h200")
+    if fast and anchor:
+        bullets.append(f"**On a GPU the dynamic block pays epoch for epoch**: the `fast` preset leads airbench's own "
+                       f"code on an H200 by {_difference(fast['acc'], anchor['acc'])} points "
+                       f"({fast['acc'][2]} against {anchor['acc'][2]} runs) at "
+                       f"{fast['train_s'][0] / anchor['train_s'][0]:.1f}x its training time.")
+    return bullets
 
 
 def deploy_points() -> List[Dict[str, Any]]:
@@ -511,8 +548,46 @@ def worth_it_table() -> str:
                        "runs on", "records"], rows, "22 10 14 14 12 14 14")
 
 
+def family_costs_tables() -> Dict[str, str]:
+    """The block families' costs and the layouts' step times (``benchmarks/results/family_costs/``), as ratios."""
+    paths = sorted((ROOT / "benchmarks" / "results" / "family_costs").glob("*.json"))
+    if not paths:
+        return {"blocks": "No recorded run yet.\n", "networks": "No recorded run yet.\n"}
+    record = json.loads(paths[-1].read_text())
+    kinds = list(next(iter(record["blocks"].values())))
+    blocks = [[shape, *[f"{row[k] * 1e3:.1f} ms ({row[k] / row['static']:.2f}x)" for k in kinds]]
+              for shape, row in record["blocks"].items()]
+    networks = [[f"``{name}``", f"{seconds:.2f} s", f"{record['network_ratios'][name]:.3f}"]
+                for name, seconds in record["networks"].items()]
+    provenance = record["provenance"]
+    machine = (f"{provenance['machine']['cpu']}, {provenance['machine']['cores']} cores, {record['precision']}, torch "
+               f"{provenance['versions']['torch']}; median of {record['rounds']} alternated rounds; "
+               f"``{provenance['command']}`` at commit ``{provenance['commit'][:10]}``.")
+    return {"blocks": machine + "\n\n" + list_table([f"shape, batch {record['block_batch']}", *kinds], blocks),
+            "networks": machine + "\n\n" + list_table(
+                [f"layout, batch {record['network_batch']}", "one training step", "ratio to static"], networks)}
+
+
+def deploy_latency_table() -> str:
+    """CPU latency per model and path (``benchmarks/results/deploy_latency/``)."""
+    record = _latency_record()
+    if not record:
+        return "No recorded run yet.\n"
+    keys = list(record["latency"])
+    rows = [[f"``{name}``", *[f"{record['latency'][k][name] * 1e3:.2f} ms" if name in record["latency"][k] else "-"
+                             for k in keys]] for name in record["models"]]
+    provenance = record["provenance"]
+    return (f"{provenance['machine']['cpu']}, {provenance['machine']['cores']} cores, float32, torch "
+            f"{provenance['versions']['torch']}; median of {record['rounds']} alternated rounds; "
+            f"``{provenance['command']}``.\n\n" + list_table(["model", *keys], rows))
+
+
 def write_tables(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    costs = family_costs_tables()
+    (folder / "family_costs_blocks.inc.rst").write_text(costs["blocks"])
+    (folder / "family_costs_networks.inc.rst").write_text(costs["networks"])
+    (folder / "deploy_latency.inc.rst").write_text(deploy_latency_table())
     (folder / "worth_it.inc.rst").write_text(worth_it_table())
     (folder / "models.inc.rst").write_text(models_table())
     (folder / "paper_models.inc.rst").write_text(paper_models_table())
