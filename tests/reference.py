@@ -1,5 +1,5 @@
 """Simple reference implementations used as test oracles for the fast paths."""
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -48,15 +48,29 @@ class NaiveDynamicBlock(nn.Module):
 
 
 @torch.no_grad()
-def randomize_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomize_batchnorms(model: nn.Module, seed: int = 0, calibrate_on: Optional[torch.Tensor] = None) -> nn.Module:
     """Give every BatchNorm of ``model`` non-trivial running statistics and affine parameters (so that folding them
-    is really tested), and put the model in eval mode."""
+    is really tested), and put the model in eval mode.
+
+    Random statistics that do not match the activations compound over depth: a deep network of layers that multiply
+    features (DCD's channel scale and latent product) can reach logits of 1e12, where float32 rounding alone breaks
+    any comparison. Given ``calibrate_on`` (a batch of inputs), the statistics are instead measured on it after the
+    affine parameters are drawn, as a trained network's would be: still non-trivial, and the logits stay in range.
+    """
     generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.5)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.3)
-            module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.5)
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    for module in norms:
+        module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.5)
+        module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.3)
+        module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+        module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.5)
+    if calibrate_on is not None:
+        momenta = [module.momentum for module in norms]
+        for module in norms:
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average: one pass gives the batch's statistics
+        model.train()(calibrate_on)
+        for module, momentum in zip(norms, momenta, strict=True):
+            module.momentum = momentum
     return model.eval()
 

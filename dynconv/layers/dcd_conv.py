@@ -36,7 +36,7 @@ from typing import Dict, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
-from timm.layers import get_padding
+from timm.layers import get_padding, register_notrace_module
 from torch import nn
 
 from ._checks import InferenceOnceFolded, check_conv_geometry, check_input, check_positive_int
@@ -273,6 +273,7 @@ def _affine_of(norm: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, tor
     return scale, shift
 
 
+@register_notrace_module  # a leaf for torch.fx feature extraction: it checks its input's shape
 class DCDLinear(nn.Module):
     """A linear layer with DCD's dynamic channel scale and low-rank residual: the authors' dynamic classifier
     (``DYCls`` in ``resnet_dcd.py`` and ``mobilenetv2_dcd.py``: rank 32, attention width 32, a bias), computed as a
@@ -316,6 +317,10 @@ class DCDLinear(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"expected input of shape (B, {self.in_features}), got a tensor of shape "
                              f"{tuple(x.shape)}")
+        if self.training and x.shape[0] == 1:
+            raise ValueError("DCDLinear normalises its latent path over the batch in training (the authors' "
+                             "BatchNorm1d), which a batch of 1 cannot give: train with batches of 2 or more (e.g. "
+                             "drop_last=True in the DataLoader), or call .eval() to use the running statistics")
         return self.conv(x[:, :, None, None]).flatten(1)
 
     def extra_repr(self) -> str:

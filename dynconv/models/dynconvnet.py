@@ -522,8 +522,10 @@ def _create_dynconvnet(variant: str, pretrained: bool = False, **kwargs) -> DynC
 # weights trained by the recipe, shipped inside the package (safetensors; metadata: accuracy, recipe, command, commit)
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 # pretrained tag -> what it names: the recipe, then the data (timm's ``model.tag`` style)
+# (the ``dynconv_cifar_tiny*`` weights were trained by the preset then named ``cpu``, now ``tiny``; their files' metadata
+# names the recipe in full)
 PRETRAINED_TAGS = {
-    "cpu_cifar10local": "the recipe's cpu preset when trained (now the tiny preset), on the local CIFAR-10 copy"}
+    "cpu_cifar10local": "the recipe's cpu preset at the time the weights were trained, on the local CIFAR-10 copy"}
 
 
 def _pretrained_file(name: str, tag: str) -> str:
@@ -556,10 +558,11 @@ default_cfgs = generate_default_cfgs({
     "dynconv_cifar_small_static": _cfg("dynconv_cifar_small_static"),
     "dynconv_cifar_small_routed": _cfg("dynconv_cifar_small_routed"),
     "dynconv_cifar_fast": _cfg("dynconv_cifar_fast"),
-    "dynconv_cifar_fast_static": _cfg("dynconv_cifar_fast_static"),
     "dynconv_cifar_dcd": _cfg("dynconv_cifar_dcd"),
     "dynconv_cifar_fast_dcd": _cfg("dynconv_cifar_fast_dcd"),
     "dynconv_cifar_fast_dcd_routed": _cfg("dynconv_cifar_fast_dcd_routed"),
+    "dynconv_cifar_fast_static.cpu_cifar10local": _cfg(
+        "dynconv_cifar_fast_static", file=_pretrained_file("dynconv_cifar_fast_static", "cpu_cifar10local")),
 })
 
 

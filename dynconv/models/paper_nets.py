@@ -134,15 +134,38 @@ def dcd(layer: nn.Module, pool_size: int = 1, mobilenet: bool = False) -> nn.Mod
     :class:`~dynconv.layers.DCDConv2d` whose attention pools to ``pool_size``, with MobileNetV2's widths for
     ``mobilenet``; W0 drawn as the authors draw their convolutions (He normal, fan-out)."""
     if isinstance(layer, nn.Linear):
-        return DCDLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                         device=layer.weight.device, dtype=layer.weight.dtype)
-    geometry = _geometry(layer)
-    widths = (_mobilenet_dcd_widths(geometry["in_channels"], geometry["out_channels"]) if mobilenet
-              else {"pool_size": pool_size})
-    conv = DCDConv2d(**geometry, bias=layer.bias is not None, **widths)
-    with torch.no_grad():
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    return conv
+        dcd_layer = DCDLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                              device=layer.weight.device, dtype=layer.weight.dtype)
+        conv = dcd_layer.conv
+    else:
+        geometry = _geometry(layer)
+        widths = (_mobilenet_dcd_widths(geometry["in_channels"], geometry["out_channels"]) if mobilenet
+                  else {"pool_size": pool_size})
+        dcd_layer = conv = DCDConv2d(**geometry, bias=layer.bias is not None, **widths)
+    _init_as_the_authors(conv, mobilenet, classifier=isinstance(layer, nn.Linear))
+    return dcd_layer
+
+
+@torch.no_grad()
+def _init_as_the_authors(conv: DCDConv2d, mobilenet: bool, classifier: bool) -> None:
+    """The authors' initialisation: every convolution (W0, Q, P) He normal, fan-out; in their MobileNetV2 every linear
+    layer (the attention, and the classifier's W0, Q, P, which are linear layers there) normal(0, 0.01), so each
+    layer starts close to static (Lambda ~ 1, Phi ~ 0). Their ResNets leave linear layers at PyTorch's default and
+    their classifier's W0, Q, P are linear layers, i.e. what :class:`~dynconv.layers.DCDConv2d` draws by default."""
+    linear_std = 0.01 if mobilenet else None
+    if classifier:
+        if linear_std is not None:
+            for weight in (conv.weight, conv.q.weight, conv.p.weight):
+                nn.init.normal_(weight, 0.0, linear_std)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+    else:
+        for weight in (conv.weight, conv.q.weight, conv.p.weight):
+            nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+    if linear_std is not None:
+        for module in conv.attention.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, linear_std)
 
 
 #: name -> (timm base model, placement, convolution factory, what it is)
@@ -206,14 +229,21 @@ def count_parameters_and_multiply_adds(model: nn.Module, input_size: Tuple[int, 
     return params, counter.get_total_flops() // 2
 
 
-def _cfg(base: str, **kwargs) -> Dict[str, Any]:
-    """The base model's input size, normalisation and layer names, with no weights (no url, hub id or file)."""
+def _cfg(base: str, placement: Placement) -> Dict[str, Any]:
+    """The base model's input size, normalisation and layer names, with no weights (no url, hub id or file).
+
+    A dynamic classifier (DCD's) keeps its static weight W0 in ``<classifier>.conv``, which the cfg then names.
+    """
     base_cfg = get_pretrained_cfg(base)
     inherited = ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv", "classifier")
-    return {**{key: getattr(base_cfg, key) for key in inherited}, "num_classes": 1000, "license": "mit", **kwargs}
+    cfg = {key: getattr(base_cfg, key) for key in inherited}
+    if any(base_cfg.classifier in names for names in placement.values()):
+        cfg["classifier"] = f"{base_cfg.classifier}.conv"
+    return {**cfg, "num_classes": 1000, "license": "mit"}
 
 
-default_cfgs = generate_default_cfgs({name: _cfg(base) for name, (base, *_) in PAPER_MODELS.items()})
+default_cfgs = generate_default_cfgs({name: _cfg(base, placement)
+                                      for name, (base, placement, *_) in PAPER_MODELS.items()})
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
