@@ -14,9 +14,11 @@ from cifar10_recipe.config import resolve_config
 from cifar10_recipe.loaders import TensorLoader
 from cifar10_recipe.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # inductor compiles
+
 # inductor compiles each family's forward and backward in 25-55 s on the CI's 2 cores: the default run compiles the
-# coursework block; `pytest -m slow tests/test_compile.py` the four others (all five passed when this was written)
-FAMILIES = ["branch", *(pytest.param(family, marks=pytest.mark.slow)
+# coursework block; `pytest --exhaustive tests/test_compile.py` the four others (all five passed when this was written)
+FAMILIES = ["branch", *(pytest.param(family, marks=pytest.mark.exhaustive)
                         for family in ("static", "condconv", "dyconv", "odconv"))]
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the device script's stages, each a training subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

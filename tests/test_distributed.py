@@ -12,6 +12,8 @@ import torch
 
 from cifar10_recipe.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # torchrun subprocesses
+
 TRAIN_SCRIPT = Path(__file__).parents[1] / "examples" / "cifar10" / "train.py"
 CRASHING_SCRIPT = Path(__file__).parent / "crashing_train.py"
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}

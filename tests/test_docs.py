@@ -12,15 +12,24 @@ from dynconv.models import list_models
 DOCS = Path(__file__).parents[1] / "docs"
 
 
-def test_docs_build_without_warnings(tmp_path):
+@pytest.fixture(scope="module")
+def built_docs(tmp_path_factory):
+    """(returncode, output, html folder) of one Sphinx build with warnings as errors, shared by the tests below."""
+    out = tmp_path_factory.mktemp("docs")
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-d", str(tmp_path / "doctrees"),
-         str(DOCS), str(tmp_path / "html")],
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-d", str(out / "doctrees"),
+         str(DOCS), str(out / "html")],
         capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    models_page = (tmp_path / "html" / "models.html").read_text()
+    return result.returncode, result.stdout + result.stderr, out / "html"
+
+
+@pytest.mark.slow
+def test_docs_build_without_warnings(built_docs):
+    returncode, output, html = built_docs
+    assert returncode == 0, output
+    models_page = (html / "models.html").read_text()
     assert "dynconv_cifar_tiny" in models_page and "dynconv_cifar_odconv" in models_page
-    papers_page = (tmp_path / "html" / "papers.html").read_text()
+    papers_page = (html / "papers.html").read_text()
     assert "od_resnet50_4x" in papers_page and "ODConv README" in papers_page
 
 
@@ -103,7 +112,8 @@ def test_the_readmes_python_snippets_run():
         exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 (our own README)
 
 
-def test_the_docs_render_in_a_browser_without_missing_images_broken_links_or_console_errors(tmp_path):
+@pytest.mark.slow
+def test_the_docs_render_in_a_browser_without_missing_images_broken_links_or_console_errors(built_docs, tmp_path):
     sys.path.insert(0, str(DOCS.parent / "tools"))
     import check_docs_browser
 
@@ -111,7 +121,8 @@ def test_the_docs_render_in_a_browser_without_missing_images_broken_links_or_con
         pytest.skip("no Chromium here (apt install chromium): the browser check is skipped")
     pytest.importorskip("playwright", reason="no Playwright here (pip install -e '.[browser]'): the browser check is "
                                              "skipped")
-    html = check_docs_browser.build_docs(tmp_path / "html")
+    returncode, output, html = built_docs
+    assert returncode == 0, output
     problems = check_docs_browser.check_pages(html, tmp_path / "screenshots")
     assert not problems, "\n".join(problems)
     assert {p.name for p in (tmp_path / "screenshots").iterdir()} == {

@@ -50,6 +50,7 @@ def _small_model(kind: str) -> DynConvNet:
     return randomize_batchnorms(model)
 
 
+@pytest.mark.slow  # 2-10 s per model; the block-family tests below cover every kind fast
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_onnx_export_has_a_dynamic_batch_and_matches_eager(name, tmp_path):
     model = _calibrated(timm.create_model(name))
@@ -74,6 +75,7 @@ def test_every_block_family_exports_to_onnx(kind, reparameterize, tmp_path):
         torch.testing.assert_close(got, want, **TOLERANCE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_torch_export_has_a_dynamic_batch_and_matches_eager(name):
     model = _calibrated(timm.create_model(name))
@@ -125,6 +127,7 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         export_program(torch.nn.Conv2d(3, 4, 3))
 
 
+@pytest.mark.slow  # a subprocess
 def test_command_line(tmp_path):
     out = tmp_path / "tiny.onnx"
     result = subprocess.run([sys.executable, "-m", "dynconv.export", "dynconv_cifar_tiny", "--out", str(out),

@@ -18,6 +18,8 @@ from cifar10_recipe.checkpoint import CheckpointError, load_checkpoint, load_wei
 from cifar10_recipe.config import resolve_config
 from cifar10_recipe.run_manager import STOPPED_EXIT_STATUS
 
+pytestmark = pytest.mark.slow  # training runs killed, stopped and resumed
+
 HERE = Path(__file__).parent
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 SUBSET, BATCH = 1024, 128

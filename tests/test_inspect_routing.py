@@ -6,6 +6,8 @@ import pytest
 import inspect_routing
 import train
 
+pytestmark = pytest.mark.slow  # a training run per family
+
 
 @pytest.mark.parametrize("block", ["branch", "odconv"])
 def test_inspect_a_run_writes_statistics_and_a_figure(block, fake_cifar_root, tmp_path):

@@ -217,6 +217,7 @@ def _smoke_resnet18_condconv() -> nn.Module:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["od_resnet18", "dy_mobilenetv2_100", "condconv", "dcd_resnet18"])
 def test_each_family_trains_on_a_small_generated_dataset(family):
     torch.manual_seed(0)

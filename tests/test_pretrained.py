@@ -38,6 +38,7 @@ def test_models_without_weights_refuse_pretrained():
         timm.create_model("dynconv_cifar_fast", pretrained=True)
 
 
+@pytest.mark.slow  # the whole test set through each shipped network
 @pytest.mark.skipif(not os.environ.get("CIFAR10_ROOT"), reason="needs the CIFAR-10 copy ($CIFAR10_ROOT)")
 @pytest.mark.parametrize("name", PRETRAINED)
 def test_shipped_weights_reproduce_their_recorded_check(name, cifar10_test_set):
@@ -74,6 +75,7 @@ def test_count_correct_on_known_predictions():
     assert [len(t) for t in check_part(images, labels)] == [2, 2]
 
 
+@pytest.mark.slow  # trains a run first
 def test_collect_and_ship_a_finished_run(fake_cifar_root, tmp_path):
     """train.py -> collect_weights.py (float16) -> ship_weights.py: the shipped file loads through timm's file=."""
     import collect_weights

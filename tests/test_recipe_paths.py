@@ -51,6 +51,7 @@ def test_patch_whitening_rejects_a_conv_of_the_wrong_width():
         init_patch_whitening(nn.Conv2d(3, 16, kernel_size=2), torch.randn(2, 3, 8, 8))
 
 
+@pytest.mark.slow  # a training run
 def test_whitened_stem_trains_its_bias_only(fake_cifar_root, tmp_path):
     """--whiten on the fast model: the stem's weights stay the whitening filters through training."""
     run_dir = tmp_path / "run"
@@ -172,6 +173,7 @@ def _interrupt_after_the_first_checkpoint(monkeypatch):
      "--lookahead-every", "3", "--schedule", "triangle", "--lr-start-factor", "0.2", "--lr-end-factor", "0.07",
      "--subset", "256"],
 ], ids=["ema-and-temperature", "torchvision-loader", "airbench94-lookahead"])
+@pytest.mark.slow  # three training runs each
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(flags, fake_cifar_root, tmp_path, monkeypatch):
     args = [*QUICK, *flags, "--epochs", "2", "--data-dir", str(fake_cifar_root)]
     assert train.main([*args, "--out", str(tmp_path / "whole")]) == 0
@@ -245,3 +247,31 @@ def test_routing_health_leaves_out_one_expert_routers():
     mixed = torch.softmax(torch.randn(16, 2), dim=1)
     health = routing_health({"stages.0.0": torch.ones(16, 1), "stages.0.1": mixed, "stages.1.0": torch.ones(16, 1)})
     assert list(health) == ["stages.0"] and 0 < health["stages.0"]["entropy"] <= 1
+
+
+def test_default_workers_follow_the_cpus_each_process_has(monkeypatch):
+    import os
+
+    from cifar10_recipe.loaders import MAX_DEFAULT_WORKERS, default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert default_workers() == 2 and default_workers(world_size=2) == 1 and default_workers(world_size=4) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert default_workers() == MAX_DEFAULT_WORKERS
+
+
+def test_the_coursework_loader_starts_no_more_workers_than_cpus(fake_cifar_root, monkeypatch):
+    import os
+    import warnings
+
+    from cifar10_recipe.data import load_cifar10
+    from cifar10_recipe.loaders import build_loaders
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    config = resolve_config("coursework", {"data_dir": str(fake_cifar_root)})
+    assert config.workers is None
+    train, _ = build_loaders(config, load_cifar10(str(fake_cifar_root)), torch.device("cpu"))
+    assert train.loader.num_workers == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when a DataLoader asks for more workers than CPUs
+        train.loader.check_worker_number_rationality()

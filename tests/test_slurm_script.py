@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a requeued job's two training subprocesses
+
 SCRIPT = Path(__file__).parents[1] / "examples" / "cifar10" / "slurm.sh"
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 

@@ -49,7 +49,8 @@ class TrainConfig:
     test_subset: int = _opt(0, "evaluate on a fixed random selection of N test images (0: all 10000)")
     loader: str = _opt("tensor", "data pipeline: torchvision (PIL transforms in workers) or tensor (on-device batches)",
                        ("torchvision", "tensor"))
-    workers: int = _opt(4, "DataLoader worker processes (torchvision loader)", resumable=True)
+    workers: Optional[int] = _opt(None, "DataLoader worker processes (torchvision loader; default: up to 4, no more "
+                                        "than the CPUs each process has)", resumable=True)
     normalization: str = _opt("cifar10", "input normalisation: cifar10 (the training set's per-channel mean and std) "
                                          "or coursework (0.5 and 0.5, as the coursework did)",
                               ("cifar10", "coursework"))
@@ -154,7 +155,9 @@ class TrainConfig:
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("subset", "test_subset", "workers", "crop_padding", "cutout", "threads", "step_size",
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        for name in ("subset", "test_subset", "crop_padding", "cutout", "threads", "step_size",
                      "lookahead_every", "whiten_bias_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")

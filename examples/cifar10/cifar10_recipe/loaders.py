@@ -12,6 +12,7 @@ resumes inside an epoch, at the batch an uninterrupted run would yield next. Bot
 epoch order across ``world_size`` processes for distributed training.
 """
 import math
+import os
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -227,6 +228,18 @@ class TorchvisionLoader:
 Loader = Union[TensorLoader, TorchvisionLoader]
 
 
+#: The most DataLoader workers the recipe starts by default (the coursework's choice).
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers(world_size: int = 1) -> int:
+    """DataLoader workers per process when ``--workers`` is not given: up to :data:`MAX_DEFAULT_WORKERS`, but no
+    more than the CPUs this process may use shared among the ``world_size`` processes (PyTorch warns beyond that,
+    and on a 2-core machine 4 workers only contend with the training process)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(MAX_DEFAULT_WORKERS, cpus // max(world_size, 1))
+
+
 def build_loaders(config: TrainConfig, data: Cifar10, device: torch.device,
                   distributed: Distributed = SINGLE_PROCESS) -> Tuple[Loader, Loader]:
     """The train and test loaders ``config`` describes; with several processes each gets its share of every global
@@ -238,7 +251,8 @@ def build_loaders(config: TrainConfig, data: Cifar10, device: torch.device,
                   world_size=distributed.world_size)
     if config.loader == "torchvision":
         loader_cls = TorchvisionLoader
-        common.update(workers=config.workers, persistent_workers=not config.deterministic)
+        workers = default_workers(distributed.world_size) if config.workers is None else config.workers
+        common.update(workers=workers, persistent_workers=not config.deterministic)
     else:
         loader_cls = TensorLoader
     batch_size = config.batch_size // distributed.world_size
