@@ -522,8 +522,8 @@ def _create_dynconvnet(variant: str, pretrained: bool = False, **kwargs) -> DynC
 # weights trained by the recipe, shipped inside the package (safetensors; metadata: accuracy, recipe, command, commit)
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 # pretrained tag -> what it names: the recipe, then the data (timm's ``model.tag`` style)
-# (the ``dynconv_cifar_tiny*`` weights were trained by the preset then named ``cpu``, now ``tiny``; their files' metadata
-# names the recipe in full)
+# (the ``dynconv_cifar_tiny*`` weights were trained by the preset then named ``cpu``, now ``tiny``; their files'
+# metadata names the recipe in full)
 PRETRAINED_TAGS = {
     "cpu_cifar10local": "the recipe's cpu preset at the time the weights were trained, on the local CIFAR-10 copy"}
 
