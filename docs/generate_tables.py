@@ -147,10 +147,15 @@ def presets_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _newest_record(benchmark: str) -> Dict[str, Any]:
+    """The last (by name) record of ``benchmarks/results/<benchmark>/*.json``, or {} if there is none."""
+    paths = sorted((ROOT / "benchmarks" / "results" / benchmark).glob("*.json"))
+    return json.loads(paths[-1].read_text()) if paths else {}
+
+
 def _latency_record() -> Dict[str, Any]:
     """The newest deployment-latency record (``benchmarks/results/deploy_latency/*.json``), or {}."""
-    paths = sorted((ROOT / "benchmarks" / "results" / "deploy_latency").glob("*.json"))
-    return json.loads(paths[-1].read_text()) if paths else {}
+    return _newest_record("deploy_latency")
 
 
 def _params_and_mflops(name: str):
@@ -241,9 +246,9 @@ def worth_it_bullets(rows: List[Dict[str, Any]]) -> List[str]:
     bullets = [f"{verdict} {best['title']} ({best['relative_time']:.2f}x the time): "
                f"{_difference(best['acc'], static['acc'])} points ({_difference(best['tta'], static['tta'])} with TTA) "
                f"over {best['acc'][2]} seeds" + (", within the seeds' spread" if within else "") + "."]
-    costs = sorted((ROOT / "benchmarks" / "results" / "family_costs").glob("*.json"))
+    costs = _newest_record("family_costs")
     if costs:
-        ratios = json.loads(costs[-1].read_text())["network_ratios"]
+        ratios = costs["network_ratios"]
         mixing = [ratios[k] for k in ("condconv", "dyconv", "odconv", "branch") if k in ratios]
         bullets.append(f"**DCD is the cheap family**: {ratios['dcd_routed']:.2f}-{ratios['dcd']:.2f}x a static "
                        f"training step, where kernel and branch mixing in the same places cost {min(mixing):.2f}-"
@@ -550,10 +555,9 @@ def worth_it_table() -> str:
 
 def family_costs_tables() -> Dict[str, str]:
     """The block families' costs and the layouts' step times (``benchmarks/results/family_costs/``), as ratios."""
-    paths = sorted((ROOT / "benchmarks" / "results" / "family_costs").glob("*.json"))
-    if not paths:
+    record = _newest_record("family_costs")
+    if not record:
         return {"blocks": "No recorded run yet.\n", "networks": "No recorded run yet.\n"}
-    record = json.loads(paths[-1].read_text())
     kinds = list(next(iter(record["blocks"].values())))
     blocks = [[shape, *[f"{row[k] * 1e3:.1f} ms ({row[k] / row['static']:.2f}x)" for k in kinds]]
               for shape, row in record["blocks"].items()]

@@ -132,7 +132,7 @@ def _mobilenet_dcd_widths(in_channels: int, out_channels: int, fc_squeeze: int =
 def dcd(layer: nn.Module, pool_size: int = 1, mobilenet: bool = False) -> nn.Module:
     """The DCD layer of ``layer``'s geometry: a :class:`~dynconv.layers.DCDLinear` for a classifier, else a
     :class:`~dynconv.layers.DCDConv2d` whose attention pools to ``pool_size``, with MobileNetV2's widths for
-    ``mobilenet``; W0 drawn as the authors draw their convolutions (He normal, fan-out)."""
+    ``mobilenet``; its weights drawn as the authors draw them (:func:`_init_as_the_authors`)."""
     if isinstance(layer, nn.Linear):
         dcd_layer = DCDLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
                               device=layer.weight.device, dtype=layer.weight.dtype)
@@ -148,24 +148,21 @@ def dcd(layer: nn.Module, pool_size: int = 1, mobilenet: bool = False) -> nn.Mod
 
 @torch.no_grad()
 def _init_as_the_authors(conv: DCDConv2d, mobilenet: bool, classifier: bool) -> None:
-    """The authors' initialisation: every convolution (W0, Q, P) He normal, fan-out; in their MobileNetV2 every linear
-    layer (the attention, and the classifier's W0, Q, P, which are linear layers there) normal(0, 0.01), so each
-    layer starts close to static (Lambda ~ 1, Phi ~ 0). Their ResNets leave linear layers at PyTorch's default and
-    their classifier's W0, Q, P are linear layers, i.e. what :class:`~dynconv.layers.DCDConv2d` draws by default."""
-    linear_std = 0.01 if mobilenet else None
-    if classifier:
-        if linear_std is not None:
-            for weight in (conv.weight, conv.q.weight, conv.p.weight):
-                nn.init.normal_(weight, 0.0, linear_std)
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
-    else:
-        for weight in (conv.weight, conv.q.weight, conv.p.weight):
+    """The authors' initialisation. Every convolution (W0, Q, P) He normal, fan-out. Their classifier's W0, Q, P are
+    linear layers, left at PyTorch's default in their ResNets (what :class:`~dynconv.layers.DCDConv2d` draws already).
+    Their MobileNetV2 draws every linear layer, the classifier's and the attention's, from normal(0, 0.01), so each
+    layer starts close to static (Lambda ~ 1, Phi ~ 0)."""
+    static_path = (conv.weight, conv.q.weight, conv.p.weight)
+    if not classifier:
+        for weight in static_path:
             nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
-    if linear_std is not None:
-        for module in conv.attention.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, linear_std)
+    if not mobilenet:
+        return
+    linear_weights = [m.weight for m in conv.attention.modules() if isinstance(m, nn.Linear)]
+    for weight in (list(static_path) if classifier else []) + linear_weights:
+        nn.init.normal_(weight, 0.0, 0.01)
+    if classifier and conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
 
 #: name -> (timm base model, placement, convolution factory, what it is)

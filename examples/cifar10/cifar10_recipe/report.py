@@ -23,6 +23,11 @@ def spread(summaries: List[Dict[str, Any]], key: str) -> Optional[Dict[str, Any]
             "values": values}
 
 
+def _stage_of(block_name: str) -> str:
+    """``stages.<i>`` of a block's module name (``stages.1.blocks.0`` -> ``stages.1``)."""
+    return ".".join(block_name.split(".")[:2])
+
+
 def routing_health(weights: Dict[str, torch.Tensor],
                    attentions: Optional[Dict[str, Dict[str, torch.Tensor]]] = None) -> Dict[str, Dict[str, float]]:
     """Per stage (``stages.<i>``), the mean over its blocks of the routers' normalised entropy (1: uniform mix, 0: one
@@ -34,13 +39,13 @@ def routing_health(weights: Dict[str, torch.Tensor],
     for name, block_weights in weights.items():
         if block_weights.shape[-1] < 2:
             continue
-        stages[".".join(name.split(".")[:2])].append(routing_statistics(block_weights))
+        stages[_stage_of(name)].append(routing_statistics(block_weights))
     health = {stage: {"entropy": statistics.fmean(s.normalised_entropy for s in blocks),
                       "variation": statistics.fmean(s.variation for s in blocks)} for stage, blocks in stages.items()}
     spreads: Dict[str, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     for name, values in (attentions or {}).items():
         for key, tensor in values.items():
-            spreads[".".join(name.split(".")[:2])][f"{key}_spread"].append(attention_statistics(tensor).relative_spread)
+            spreads[_stage_of(name)][f"{key}_spread"].append(attention_statistics(tensor).relative_spread)
     for stage, by_key in spreads.items():
         health.setdefault(stage, {}).update({key: statistics.fmean(v) for key, v in by_key.items()})
     return health
