@@ -9,15 +9,19 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .layers import Router
-
-# a router's attribute name inside its block; the block's name is the router's without it
-_ROUTER_ATTRIBUTES = ("routing", "attention")
+from .layers import DynamicConv, Router
 
 
-def _block_name(router_name: str) -> str:
-    parent, _, attribute = router_name.rpartition(".")
-    return parent if attribute in _ROUTER_ATTRIBUTES else router_name
+def _block_names(model: nn.Module) -> Dict[str, Router]:
+    """Every router of ``model`` under the name of the dynamic layer that owns it (a router outside any layer keeps its
+    own name)."""
+    modules = dict(model.named_modules())
+    routers = {}
+    for name, module in modules.items():
+        if isinstance(module, Router):
+            parent = name.rpartition(".")[0]
+            routers[parent if isinstance(modules[parent], DynamicConv) else name] = module
+    return routers
 
 
 class RoutingRecorder:
@@ -43,9 +47,7 @@ class RoutingRecorder:
     """
 
     def __init__(self, model: nn.Module):
-        self.routers: Dict[str, Router] = {
-            _block_name(name): module for name, module in model.named_modules() if isinstance(module, Router)
-        }
+        self.routers: Dict[str, Router] = _block_names(model)
         if not self.routers:
             raise ValueError(f"{type(model).__name__} has no Router modules (no dynamic blocks), so there is nothing "
                              "to record")

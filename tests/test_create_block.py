@@ -12,7 +12,7 @@ from dynconv.layers import DynamicBlock, KernelMixingBlock, block_kinds, make_rd
 
 
 def test_builtin_kinds_build_their_blocks():
-    assert block_kinds()[:5] == ("branch", "static", "condconv", "dyconv", "odconv")
+    assert {"static", "branch", "condconv", "dyconv", "odconv", "dcd"} <= set(block_kinds())
     assert isinstance(create_block("branch", 4, 8, num_experts=2), DynamicBlock)
     assert isinstance(create_block("branch", 4, 8, num_experts=1), ConvNormAct)
     assert isinstance(create_block("static", 4, 8, rd_ratio=0.5, temperature=2.0), ConvNormAct)
@@ -24,7 +24,7 @@ def test_builtin_kinds_build_their_blocks():
 def test_a_registered_kind_joins_create_block_and_the_models(monkeypatch):
     # the package exports the function under the module's name, so reach the module itself
     create_block_module = importlib.import_module("dynconv.layers.create_block")
-    monkeypatch.setattr(create_block_module, "_BLOCK_BUILDERS", dict(create_block_module._BLOCK_BUILDERS))
+    monkeypatch.setattr(create_block_module, "_BLOCK_KINDS", dict(create_block_module._BLOCK_KINDS))
 
     @register_block("plain_conv")
     def plain_conv(in_channels, out_channels, *, stride, device=None, dtype=None, **kwargs):
@@ -40,10 +40,14 @@ def test_a_registered_kind_joins_create_block_and_the_models(monkeypatch):
 
 
 def test_unknown_kind_and_misplaced_arguments_are_rejected():
-    with pytest.raises(ValueError, match=r"block kind must be one of \('branch', 'static'.*got 'dense'"):
+    with pytest.raises(ValueError, match=r"block kind must be one of \('static', 'branch'.*got 'dense'"):
         create_block("dense", 4, 8)
-    with pytest.raises(ValueError, match="mode applies to the kernel-mixing kinds"):
+    with pytest.raises(ValueError, match=r"unexpected arguments for a branch block: \['mode'\]"):
         create_block("branch", 4, 8, num_experts=2, mode="bmm")
+    with pytest.raises(ValueError, match=r"unexpected arguments for a dcd block: \['mode'\]"):
+        create_block("dcd", 4, 8, mode="bmm")
+    with pytest.raises(ValueError, match=r"'dyconv' block with num_experts=2 cannot pool between"):
+        create_block("dyconv", 4, 8, num_experts=2, pool_before_norm=True)
     with pytest.raises(ValueError, match="one kernel size"):
         create_block("odconv", 4, 8, num_experts=2, kernel_size=(3, 5))
     with pytest.raises(ValueError, match=r"unexpected arguments for a static block: \['dilation'\]"):

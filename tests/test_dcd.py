@@ -140,7 +140,7 @@ def test_bad_arguments_are_rejected_with_a_message():
         DCDConv2d(4, 6, groups=3)
     with pytest.raises(ValueError, match="rank must be a positive integer"):
         DCDConv2d(4, 6, rank=0)
-    with pytest.raises(ValueError, match="mode applies to the kernel-mixing kinds"):
+    with pytest.raises(ValueError, match=r"unexpected arguments for a dcd block: \[.mode.\]"):
         create_block("dcd", 4, 6, mode="bmm")
     with pytest.raises(ValueError, match=r"expected input of shape \(B, 4, H, W\)"):
         DCDConv2d(4, 6)(torch.randn(2, 5, 8, 8))

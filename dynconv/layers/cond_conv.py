@@ -10,7 +10,9 @@ from typing import Optional
 
 import torch
 
+from .create_block import register_block
 from .kernel_mixing import MixedKernelConv2d
+from .kernel_mixing_block import kernel_mixing_builder
 from .routing import RoutingHead
 
 
@@ -56,3 +58,6 @@ class CondConv2d(MixedKernelConv2d):
                               rd_divisor=rd_divisor, gate="sigmoid", temperature=temperature, **dd)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          num_experts, routing, mode, **dd)
+
+
+register_block("condconv")(kernel_mixing_builder("condconv", CondConv2d))

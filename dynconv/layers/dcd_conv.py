@@ -32,15 +32,18 @@ dense kernel; the authors use no grouped dynamic layer). The temperature of :cla
 both heads' logits: a large temperature makes the layer static (Lambda -> 1, Phi -> 0, leaving W0 and the static
 low-rank path ``P Q``).
 """
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import get_padding, register_notrace_module
+from timm.layers import get_norm_act_layer, get_padding, register_notrace_module
 from torch import nn
 
-from ._checks import InferenceOnceFolded, check_conv_geometry, check_input, check_positive_int
+from .create_block import register_block, reject_unknown, single_kernel_size
+from .family import DynamicConv, InferenceOnceFolded
+from .kernel_mixing_block import KernelMixingBlock
 from .routing import Router, make_rd_channels
+from .validation import check_conv_geometry, check_input, check_positive_int
 
 #: The authors' smallest attention width (``conv_basic_dy``).
 DCD_MIN_RD_CHANNELS = 4
@@ -117,7 +120,7 @@ class DCDAttention(Router):
         return scale, phi
 
 
-class DCDConv2d(InferenceOnceFolded, nn.Module):
+class DCDConv2d(DynamicConv, InferenceOnceFolded, nn.Module):
     """Dynamic convolution decomposition (no normalisation or activation after it).
 
     ``y_b = Lambda_b * conv(x_b, W0) + P (z_b + BN(Phi_b z_b))``, with ``z_b = BN(Q x_b)`` and the low-rank path at
@@ -195,6 +198,36 @@ class DCDConv2d(InferenceOnceFolded, nn.Module):
         if self.bias is not None:
             fan_in = self.weight[0].numel()
             nn.init.uniform_(self.bias, -fan_in ** -0.5, fan_in ** -0.5)
+
+    def filter_weights(self) -> List[nn.Parameter]:
+        """W0, the static kernel. Q and P are 1x1 projections to and from the latent space, not filters: a network of
+        airbench94's layout with DCD blocks trained worse with Muon updating them."""
+        return [self.weight]
+
+    @torch.no_grad()
+    def init_identity_(self) -> None:
+        """W0's first C_in filters start as the identity (if ungrouped); the low-rank path keeps its initialisation."""
+        if self.groups == 1:
+            nn.init.dirac_(self.weight[:self.in_channels])
+
+    @torch.no_grad()
+    def init_as_the_authors_(self, near_static: bool = False, classifier: bool = False) -> None:
+        """The authors' initialisation (liyunsheng13/dcd). Their convolutions (W0, Q, P) are He normal, fan-out,
+        except in their classifier (``DYCls``), whose W0, Q, P are linear layers left at PyTorch's default (what this
+        layer draws already). ``near_static``: their MobileNetV2 draws every linear layer, the classifier's and the
+        attention's, from normal(0, 0.01), so that the layer starts nearly static (Lambda ~ 1, Phi ~ 0), and zeroes
+        the classifier's bias."""
+        static_path = (self.weight, self.q.weight, self.p.weight)
+        if not classifier:
+            for weight in static_path:
+                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+        if not near_static:
+            return
+        linear_weights = [m.weight for m in self.attention.modules() if isinstance(m, nn.Linear)]
+        for weight in (list(static_path) if classifier else []) + linear_weights:
+            nn.init.normal_(weight, 0.0, 0.01)
+        if classifier and self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def latent(self, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
         """The latent path before P: ``z + BN(Phi z)`` with ``z = BN(Q x)``, (B, L, H', W')."""
@@ -325,3 +358,15 @@ class DCDLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+@register_block("dcd")
+def dcd_block(in_channels: int, out_channels: int, *, num_experts: int, kernel_size: Union[int, Sequence[int]],
+              stride: int, act_layer, norm_layer, device=None, dtype=None, **kwargs) -> nn.Module:
+    """A :class:`DCDConv2d` (whose BatchNorms are ``norm_layer``), then the norm and activation. DCD has no experts:
+    ``num_experts`` is ignored."""
+    reject_unknown("dcd", kwargs, ("rank", "pool_size", "rd_ratio", "rd_channels", "rd_divisor", "temperature"))
+    conv = DCDConv2d(in_channels, out_channels, single_kernel_size("dcd", kernel_size), stride,
+                     norm_layer=norm_layer, device=device, dtype=dtype, **kwargs)
+    norm_act = get_norm_act_layer(norm_layer, act_layer)(out_channels, device=device, dtype=dtype)
+    return KernelMixingBlock(conv, norm_act)

@@ -11,7 +11,9 @@ from typing import Optional
 
 import torch
 
+from .create_block import register_block
 from .kernel_mixing import MixedKernelConv2d
+from .kernel_mixing_block import kernel_mixing_builder
 from .routing import RoutingHead, make_rd_channels
 
 #: The paper's smallest attention width.
@@ -59,3 +61,6 @@ class DyConv2d(MixedKernelConv2d):
         routing = RoutingHead(in_channels, num_experts, rd_channels=rd_channels, temperature=temperature, **dd)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          num_experts, routing, mode, **dd)
+
+
+register_block("dyconv")(kernel_mixing_builder("dyconv", DyConv2d))

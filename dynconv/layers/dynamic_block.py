@@ -18,7 +18,7 @@ So the block runs one wide conv, one BN, the activation, and a per-sample weight
 In eval mode the BN folds into the wide conv (:meth:`DynamicBlock.reparameterize`).
 """
 import math
-from typing import Optional, Sequence, Type, Union
+from typing import List, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,10 @@ from timm.layers import create_act_layer, register_notrace_module
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ._checks import InferenceOnceFolded, check_input, check_positive_int, per_branch_kernel_sizes
+from .create_block import register_block, reject_unknown, static_block
+from .family import DynamicConv, InferenceOnceFolded
 from .routing import RoutingHead
+from .validation import check_input, check_positive_int, per_branch_kernel_sizes
 
 
 def mix_branches(branches: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -73,7 +75,7 @@ def mix_branches(branches: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 @register_notrace_module  # a leaf for torch.fx feature extraction: its mixing branches on memory layout
-class DynamicBlock(InferenceOnceFolded, nn.Module):
+class DynamicBlock(DynamicConv, InferenceOnceFolded, nn.Module):
     """K Conv-Norm-Act branches mixed per sample by a routing head (output mixing), computed as one wide conv.
 
     Args:
@@ -126,7 +128,6 @@ class DynamicBlock(InferenceOnceFolded, nn.Module):
         dd = {"device": device, "dtype": dtype}
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
-        check_positive_int("num_experts", num_experts)
         check_positive_int("stride", stride)
         self.kernel_sizes = per_branch_kernel_sizes(kernel_size, num_experts)
         max_kernel = max(self.kernel_sizes)
@@ -178,6 +179,16 @@ class DynamicBlock(InferenceOnceFolded, nn.Module):
             bound = 1.0 / math.sqrt(self.in_channels * size * size)
             start = (max_kernel - size) // 2
             weight[branch, :, :, start:start + size, start:start + size].uniform_(-bound, bound)
+
+    def filter_weights(self) -> List[nn.Parameter]:
+        """The wide convolution's weight: the K branches' filters, (K * C_out, C_in, k_max, k_max)."""
+        return [self.conv.weight]
+
+    @torch.no_grad()
+    def init_identity_(self) -> None:
+        """The first branch starts as the identity on its first C_in filters (airbench94's dirac initialisation of the
+        wide convolution)."""
+        nn.init.dirac_(self.conv.weight[:self.in_channels])
 
     @property
     def is_fused(self) -> bool:
@@ -240,3 +251,17 @@ class DynamicBlock(InferenceOnceFolded, nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, num_experts={self.num_experts}, "
                 f"kernel_sizes={self.kernel_sizes}, stride={self.stride}, padding={self.padding}")
+
+
+@register_block("branch", pools_before_norm=lambda num_experts: num_experts == 1)
+def branch_block(in_channels: int, out_channels: int, *, num_experts: int, kernel_size: Union[int, Sequence[int]],
+                 stride: int, act_layer, norm_layer, device=None, dtype=None, pool_before_norm: bool = False,
+                 **kwargs) -> nn.Module:
+    """A :class:`DynamicBlock`; with K=1 it would be a static Conv-Norm-Act at extra cost, so that is built."""
+    if num_experts == 1:
+        return static_block(in_channels, out_channels, kernel_size=kernel_size, stride=stride, act_layer=act_layer,
+                            norm_layer=norm_layer, device=device, dtype=dtype, pool_before_norm=pool_before_norm,
+                            kind="branch (K=1)", **kwargs)
+    reject_unknown("branch", kwargs, ("temperature", "rd_ratio", "rd_channels", "rd_divisor"))
+    return DynamicBlock(in_channels, out_channels, num_experts, kernel_size, stride, act_layer=act_layer,
+                        norm_layer=norm_layer, device=device, dtype=dtype, **kwargs)

@@ -27,9 +27,10 @@ from einops import rearrange
 from timm.layers import get_padding, register_notrace_module
 from torch import nn
 
-from ._checks import check_conv_geometry, check_input
 from .dynamic_block import mix_branches
+from .family import DynamicConv
 from .routing import RoutingHead
+from .validation import check_conv_geometry, check_input
 
 MODES = ("auto", "grouped", "outputs", "bmm")
 
@@ -167,8 +168,11 @@ def init_experts_(experts: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
 
 
 @register_notrace_module  # a leaf for torch.fx feature extraction: the per-sample form is chosen from shapes
-class ExpertConv2d(nn.Module):
+class ExpertConv2d(DynamicConv, nn.Module):
     """K expert kernels of one convolution geometry, stored flat; subclasses make each sample's kernel from them.
+
+    The experts are K filter banks stacked flat, not one convolution's, so the layer names no
+    :meth:`~dynconv.layers.family.DynamicConv.filter_weights` and has no identity start.
 
     Args:
         in_channels: Input channels C_in.
@@ -202,6 +206,7 @@ class ExpertConv2d(nn.Module):
         padding = get_padding(kernel_size, dilation=dilation) if padding is None else padding
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise ValueError(f"padding must be None or an integer >= 0, got {padding!r}")
+        self.supported_modes = supported
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = (kernel_size, kernel_size)
         self.stride, self.padding, self.dilation = (stride, stride), (padding, padding), (dilation, dilation)
@@ -215,6 +220,17 @@ class ExpertConv2d(nn.Module):
         # a per-channel constant added after the mix: absent until a following BatchNorm is folded in
         self.register_parameter("shift", None)
         init_experts_(self.experts, self.bias)
+
+    def computation_modes(self) -> Tuple[str, ...]:
+        return self.supported_modes
+
+    @torch.no_grad()
+    def init_he_fan_out_(self) -> None:
+        """Draw each expert He normal, fan-out: as timm draws the convolutions of its ResNets and MobileNetV2 and the
+        ODConv authors their kernels (PyTorch's default convolution init is ~6x smaller in variance, which compounds
+        over 50 layers)."""
+        for expert in self.experts:
+            nn.init.kaiming_normal_(expert, mode="fan_out", nonlinearity="relu")
 
     @torch.no_grad()
     def fold_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:

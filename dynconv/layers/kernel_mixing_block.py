@@ -5,11 +5,14 @@ For inference its BatchNorm folds into the expert kernels and one per-channel sh
 its attentions multiply per sample and channel, so a per-channel scale moves into every expert.
 """
 from collections import OrderedDict
+from typing import Sequence, Type, Union
 
 import torch
+from timm.layers import get_norm_act_layer
 from torch import nn
 
-from ._checks import InferenceOnceFolded
+from .create_block import BlockBuilder, single_kernel_size
+from .family import InferenceOnceFolded
 from .kernel_mixing import ExpertConv2d
 
 
@@ -62,3 +65,17 @@ class KernelMixingBlock(InferenceOnceFolded, nn.Sequential):
         # what came after the normalisation in the norm-act layer (timm's BatchNormAct2d: drop, then act)
         self.bn = nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
         self.is_fused = True
+
+
+def kernel_mixing_builder(kind: str, layer: Type[ExpertConv2d]) -> BlockBuilder:
+    """The block builder of a kernel-mixing family for :func:`~dynconv.layers.register_block`: ``layer`` with K
+    experts, then the norm and activation, as a :class:`KernelMixingBlock`."""
+    def build(in_channels: int, out_channels: int, *, num_experts: int, kernel_size: Union[int, Sequence[int]],
+              stride: int, act_layer, norm_layer, device=None, dtype=None, **kwargs) -> nn.Module:
+        conv = layer(in_channels, out_channels, single_kernel_size(kind, kernel_size), stride,
+                     num_experts=num_experts, device=device, dtype=dtype, **kwargs)
+        norm_act = get_norm_act_layer(norm_layer, act_layer)(out_channels, device=device, dtype=dtype)
+        return KernelMixingBlock(conv, norm_act)
+
+    build.__qualname__ = f"kernel_mixing_builder[{layer.__name__}]"
+    return build

@@ -17,9 +17,11 @@ import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
-from ._checks import check_input, check_positive_int
+from .create_block import register_block
 from .kernel_mixing import ExpertConv2d, mix_kernels, per_sample_conv2d
+from .kernel_mixing_block import kernel_mixing_builder
 from .routing import Router, make_rd_channels
+from .validation import check_input, check_positive_int
 
 #: The paper's smallest attention width.
 ODCONV_MIN_RD_CHANNELS = 16
@@ -139,3 +141,6 @@ class ODConv2d(ExpertConv2d):
         if filters is not None:
             out = out * filters[:, :, None, None].to(out.dtype)
         return self.add_shift(out)
+
+
+register_block("odconv")(kernel_mixing_builder("odconv", ODConv2d))

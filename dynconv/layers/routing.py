@@ -14,7 +14,7 @@ import torch
 from timm.layers import SelectAdaptivePool2d, make_divisible
 from torch import nn
 
-from ._checks import check_positive_float, check_positive_int
+from .validation import check_positive_float, check_positive_int
 
 _GATES = ("softmax", "sigmoid")
 

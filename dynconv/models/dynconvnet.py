@@ -20,8 +20,8 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import DCDConv2d, block_kinds, create_block
-from ..layers._checks import (
+from ..layers import SharingScope, block_kinds, can_pool_before_norm, create_block, init_identity_
+from ..layers.validation import (
     check_act_layer,
     check_input,
     check_min_size,
@@ -140,7 +140,6 @@ class DynConvNetCfg:
                                      f"({depth} blocks), got {segment!r}")
         for blocks in self.block_num_experts:
             for num_experts in blocks:
-                check_positive_int("num_experts", num_experts)
                 per_branch_kernel_sizes(self.kernel_size, num_experts)
         for kinds in self.block_kinds:
             for kind in kinds:
@@ -153,12 +152,12 @@ class DynConvNetCfg:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
         if self.conv_init not in _CONV_INITS:
             raise ValueError(f"conv_init must be one of {_CONV_INITS}, got {self.conv_init!r}")
-        if self.downsample == "conv_pool_norm" and not all(
-                kinds[0] == "static" or kinds[0] == "branch" and blocks[0] == 1
-                for kinds, blocks in zip(self.block_kinds, self.block_num_experts, strict=True)):
-            raise ValueError("downsample='conv_pool_norm' pools between the convolution and the norm of every "
-                             "segment's first block, which must be a plain Conv-BN-Act (block='static', or K=1 of "
-                             f"block='branch'); got block={self.block!r} with num_experts={self.num_experts!r}")
+        for kinds, blocks in zip(self.block_kinds, self.block_num_experts, strict=True):
+            if self.downsample == "conv_pool_norm" and not can_pool_before_norm(kinds[0], blocks[0]):
+                raise ValueError("downsample='conv_pool_norm' pools between the convolution and the norm of every "
+                                 "segment's first block, which must be a plain Conv-BN-Act (a kind that can: "
+                                 f"{tuple(k for k in block_kinds() if can_pool_before_norm(k, 1))}, some only with "
+                                 f"K=1); got block={kinds[0]!r} with num_experts={blocks[0]!r}")
         if self.head != "linear" and (not self.head_bias or self.logit_scale != 1.0):
             raise ValueError(f"head_bias=False and logit_scale apply to the linear head only, got head={self.head!r}")
         if self.stem not in _STEM_KINDS:
@@ -267,27 +266,22 @@ class DynConvNet(nn.Module):
         stages: List[nn.Module] = []
         self.feature_info: List[Dict[str, Any]] = []
         reduction = 1
-        for index, (width, block_num_experts, kinds) in enumerate(zip(cfg.widths, cfg.block_num_experts,
-                                                                      cfg.block_kinds, strict=True)):
-            blocks: List[nn.Module] = []
-            stride = 1
-            if cfg.downsample in ("conv_pool", "conv_pool_norm") or index > 0:
-                reduction *= 2
-                if cfg.downsample == "maxpool":
-                    blocks.append(nn.MaxPool2d(2))
-                elif cfg.downsample == "stride":
-                    stride = 2
+        for index, (width, block_num_experts, kinds, downsample) in enumerate(zip(
+                cfg.widths, cfg.block_num_experts, cfg.block_kinds, segment_downsampling(cfg), strict=True)):
+            blocks: List[nn.Module] = [nn.MaxPool2d(2)] if downsample == "maxpool" else []
+            reduction *= 2 if downsample else 1
+            sharing = SharingScope()  # a segment is the range within which a family may share parameters
             for block_index, (num_experts, kind) in enumerate(zip(block_num_experts, kinds, strict=True)):
-                block = create_block(
+                first = block_index == 0
+                blocks.append(create_block(
                     kind, in_channels, width, num_experts=num_experts, kernel_size=cfg.kernel_size,
-                    stride=stride if block_index == 0 else 1, act_layer=cfg.act_layer, norm_layer=norm_layer,
-                    **cfg.routing_args, **dd)
-                if cfg.downsample == "conv_pool_norm" and block_index == 0:
-                    block = _pool_before_norm(block)
-                blocks.append(block)
-                if cfg.downsample == "conv_pool" and block_index == 0:
+                    stride=2 if first and downsample == "stride" else 1, act_layer=cfg.act_layer,
+                    norm_layer=norm_layer, pool_before_norm=first and downsample == "conv_pool_norm",
+                    sharing=sharing, **cfg.routing_args, **dd))
+                if first and downsample == "conv_pool":
                     blocks.append(nn.MaxPool2d(2))
                 in_channels = width
+            sharing.close()
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"stages.{index}"))
         self.stages = nn.Sequential(*stages)
@@ -297,7 +291,7 @@ class DynConvNet(nn.Module):
             hidden_ratio=cfg.head_hidden_ratio, act_layer=cfg.act_layer, bias=cfg.head_bias,
             logit_scale=cfg.logit_scale, **dd)
         if cfg.conv_init == "dirac":
-            _init_dirac(self.stages)
+            init_identity_(self.stages)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -409,46 +403,34 @@ class DynConvNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _pool_before_norm(block: nn.Module) -> nn.Sequential:
-    """A static Conv-Norm-Act block (timm's ``ConvNormAct``) as conv -> 2x2 max pool -> norm-act, with the same
-    parameter names (``conv.*``, ``bn.*``)."""
-    if not isinstance(block, ConvNormAct):
-        raise ValueError(f"downsample='conv_pool_norm' needs a static first block, got {type(block).__name__}")
-    return nn.Sequential(OrderedDict(conv=block.conv, pool=nn.MaxPool2d(2), bn=block.bn))
+def segment_downsampling(cfg: DynConvNetCfg) -> Tuple[Optional[str], ...]:
+    """How each segment halves the resolution: ``cfg.downsample``, or ``None`` for a first segment that keeps it
+    (``"maxpool"`` and ``"stride"`` act between segments; ``"conv_pool"`` and ``"conv_pool_norm"`` pool inside every
+    segment's first block, the first segment's too). The one statement of the rule that the builder, the head's pool
+    size and the smallest input size follow."""
+    pools_first = cfg.downsample in ("conv_pool", "conv_pool_norm")
+    return tuple(cfg.downsample if index > 0 or pools_first else None for index in range(len(cfg.widths)))
 
 
-@torch.no_grad()
-def _init_dirac(stages: nn.Module) -> None:
-    """Identity-initialise the first ``in_channels`` filters of every plain convolution in ``stages``
-    (airbench94's initialisation; the routing networks are linear layers, the kernel-mixing experts parameters), and
-    of every DCD layer's static kernel W0, but not of its low-rank 1x1 path (Q and P are projections, not filters)."""
-    low_rank = {id(conv) for module in stages.modules() if isinstance(module, DCDConv2d)
-                for conv in (module.q, module.p)}
-    for module in stages.modules():
-        if isinstance(module, DCDConv2d) and module.groups == 1 or (
-                isinstance(module, nn.Conv2d) and module.groups == 1 and id(module) not in low_rank):
-            weight = module.weight
-            nn.init.dirac_(weight[:weight.shape[1]])
+def _stem_shrink(cfg: DynConvNetCfg) -> int:
+    """Pixels a stem takes off each side length: a patch stem has no padding (``stem_kernel_size - 1``), a conv stem
+    keeps the size."""
+    return cfg.stem_kernel_size - 1 if cfg.stem_width and cfg.stem == "patch" else 0
 
 
 def _pool_size(cfg: DynConvNetCfg, image_size: int) -> Tuple[int, int]:
     """Spatial size of the final feature map for a square input (what the head pools over)."""
-    size = image_size
-    if cfg.stem_width and cfg.stem == "patch":
-        size = size - cfg.stem_kernel_size + 1
-    for index in range(len(cfg.widths)):
-        if cfg.downsample in ("conv_pool", "conv_pool_norm") or index > 0:
-            size = size // 2 if cfg.downsample != "stride" else (size + 1) // 2
+    size = image_size - _stem_shrink(cfg)
+    for downsample in filter(None, segment_downsampling(cfg)):
+        size = (size + 1) // 2 if downsample == "stride" else size // 2
     return (size, size)
 
 
 def _min_input_size(cfg: DynConvNetCfg) -> int:
-    """The smallest square input side for which no pooling of ``cfg``'s network sees less than 2 pixels."""
-    pools = sum(cfg.downsample in ("maxpool", "conv_pool", "conv_pool_norm") and (
-        index > 0 or cfg.downsample != "maxpool") for index in range(len(cfg.widths)))
-    # a 2x2 pooling of n pixels leaves n // 2, so p of them need 2 ** p; a patch stem first takes k - 1 pixels
-    patch = cfg.stem_kernel_size - 1 if cfg.stem_width and cfg.stem == "patch" else 0
-    return 2 ** pools + patch
+    """The smallest square input side for which no pooling of ``cfg``'s network sees less than 2 pixels: a 2x2
+    pooling of n pixels leaves n // 2, so p of them need 2 ** p, after what the stem takes."""
+    pools = sum(1 for downsample in segment_downsampling(cfg) if downsample not in (None, "stride"))
+    return 2 ** pools + _stem_shrink(cfg)
 
 
 def _first_conv(cfg: DynConvNetCfg) -> str:

@@ -6,7 +6,7 @@ import torch
 from timm.layers import ClassifierHead, SelectAdaptivePool2d, create_act_layer, get_device_dtype
 from torch import nn
 
-from ..layers._checks import check_positive_int
+from ..layers.validation import check_positive_int
 
 HEAD_KINDS = ("mlp", "linear")
 

@@ -39,7 +39,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..layers import CondConv2d, DCDConv2d, DCDLinear, DyConv2d, ODConv2d
+from ..layers import CondConv2d, DCDConv2d, DCDLinear, DyConv2d, ODConv2d, dynamic_layers
 from ..layers.kernel_mixing import ExpertConv2d
 
 __all__ = ["PAPER_MODELS", "PUBLISHED_COUNTS", "count_parameters_and_multiply_adds", "swap_convs"]
@@ -89,30 +89,25 @@ def _geometry(conv: nn.Conv2d) -> Dict[str, Any]:
                 device=conv.weight.device, dtype=conv.weight.dtype)
 
 
-def _kaiming_experts(layer: ExpertConv2d) -> ExpertConv2d:
-    """Each expert drawn as timm initialises ResNet and MobileNetV2 convolutions and the ODConv authors their kernels
-    (He normal, fan-out): PyTorch's default convolution init is ~6x smaller in variance, which compounds over 50
-    layers."""
-    with torch.no_grad():
-        for expert in layer.experts:
-            nn.init.kaiming_normal_(expert, mode="fan_out", nonlinearity="relu")
+def _he_fan_out(layer: ExpertConv2d) -> ExpertConv2d:
+    layer.init_he_fan_out_()
     return layer
 
 
 def odconv(conv: nn.Conv2d, num_experts: int) -> ExpertConv2d:
     """The ODConv of ``conv``'s geometry (no bias, as in the paper's networks)."""
-    return _kaiming_experts(ODConv2d(**_geometry(conv), num_experts=num_experts, rd_ratio=1 / 16))
+    return _he_fan_out(ODConv2d(**_geometry(conv), num_experts=num_experts, rd_ratio=1 / 16))
 
 
 def dyconv(conv: nn.Conv2d, num_experts: int = 4) -> ExpertConv2d:
     """The Dynamic Convolution of ``conv``'s geometry, with a bias per kernel if ``conv`` has one."""
-    return _kaiming_experts(DyConv2d(**_geometry(conv), bias=conv.bias is not None, num_experts=num_experts,
+    return _he_fan_out(DyConv2d(**_geometry(conv), bias=conv.bias is not None, num_experts=num_experts,
                                      rd_ratio=0.25))
 
 
 def condconv(conv: nn.Conv2d, num_experts: int = 8) -> ExpertConv2d:
     """The CondConv of ``conv``'s geometry, with a bias per expert if ``conv`` has one."""
-    return _kaiming_experts(CondConv2d(**_geometry(conv), bias=conv.bias is not None, num_experts=num_experts))
+    return _he_fan_out(CondConv2d(**_geometry(conv), bias=conv.bias is not None, num_experts=num_experts))
 
 
 def _mobilenet_dcd_widths(in_channels: int, out_channels: int, fc_squeeze: int = 16) -> Dict[str, int]:
@@ -132,7 +127,8 @@ def _mobilenet_dcd_widths(in_channels: int, out_channels: int, fc_squeeze: int =
 def dcd(layer: nn.Module, pool_size: int = 1, mobilenet: bool = False) -> nn.Module:
     """The DCD layer of ``layer``'s geometry: a :class:`~dynconv.layers.DCDLinear` for a classifier, else a
     :class:`~dynconv.layers.DCDConv2d` whose attention pools to ``pool_size``, with MobileNetV2's widths for
-    ``mobilenet``; its weights drawn as the authors draw them (:func:`_init_as_the_authors`)."""
+    ``mobilenet``; its weights drawn as the authors draw them
+    (:meth:`~dynconv.layers.DCDConv2d.init_as_the_authors_`)."""
     if isinstance(layer, nn.Linear):
         dcd_layer = DCDLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
                               device=layer.weight.device, dtype=layer.weight.dtype)
@@ -142,27 +138,8 @@ def dcd(layer: nn.Module, pool_size: int = 1, mobilenet: bool = False) -> nn.Mod
         widths = (_mobilenet_dcd_widths(geometry["in_channels"], geometry["out_channels"]) if mobilenet
                   else {"pool_size": pool_size})
         dcd_layer = conv = DCDConv2d(**geometry, bias=layer.bias is not None, **widths)
-    _init_as_the_authors(conv, mobilenet, classifier=isinstance(layer, nn.Linear))
+    conv.init_as_the_authors_(near_static=mobilenet, classifier=isinstance(layer, nn.Linear))
     return dcd_layer
-
-
-@torch.no_grad()
-def _init_as_the_authors(conv: DCDConv2d, mobilenet: bool, classifier: bool) -> None:
-    """The authors' initialisation. Every convolution (W0, Q, P) He normal, fan-out. Their classifier's W0, Q, P are
-    linear layers, left at PyTorch's default in their ResNets (what :class:`~dynconv.layers.DCDConv2d` draws already).
-    Their MobileNetV2 draws every linear layer, the classifier's and the attention's, from normal(0, 0.01), so each
-    layer starts close to static (Lambda ~ 1, Phi ~ 0)."""
-    static_path = (conv.weight, conv.q.weight, conv.p.weight)
-    if not classifier:
-        for weight in static_path:
-            nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
-    if not mobilenet:
-        return
-    linear_weights = [m.weight for m in conv.attention.modules() if isinstance(m, nn.Linear)]
-    for weight in (list(static_path) if classifier else []) + linear_weights:
-        nn.init.normal_(weight, 0.0, 0.01)
-    if classifier and conv.bias is not None:
-        nn.init.zeros_(conv.bias)
 
 
 #: name -> (timm base model, placement, convolution factory, what it is)
@@ -218,9 +195,9 @@ def count_parameters_and_multiply_adds(model: nn.Module, input_size: Tuple[int, 
     """
     params = sum(p.numel() for p in model.parameters())
     meta = copy.deepcopy(model).to("meta").eval()
-    for module in meta.modules():
-        if isinstance(module, ExpertConv2d):
-            module.mode = "grouped"
+    for _, layer in dynamic_layers(meta):
+        if "grouped" in layer.computation_modes():
+            layer.set_mode("grouped")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         meta(torch.empty(1, *input_size, device="meta"))
     return params, counter.get_total_flops() // 2

@@ -1,11 +1,12 @@
 """The optimizer with its parameter groups, and the learning-rate schedule as a per-step factor."""
 import math
-from typing import Callable, List, Optional, Set
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
 
-from dynconv import DCDConv2d, routing_modules
+from dynconv import routing_modules
+from dynconv.layers import filter_weights
 
 from .config import TrainConfig
 from .muon import Muon
@@ -19,8 +20,8 @@ def build_optimizer(config: TrainConfig, model: nn.Module,
     """Adam, AdamW, SGD or Muon over three groups: weights (ndim > 1), other vectors, and BatchNorm shifts; two more
     for the routing heads' weights and vectors when ``routing_lr_scale`` or ``routing_decay_scale`` is not 1; one for
     ``stem_bias`` (a whitened stem's bias) when ``whiten_bias_lr_scale`` is not 1 or ``whiten_bias_decay`` is set;
-    and, for ``muon``, a last group of the convolution filters outside the routing heads and outside DCD's low-rank
-    paths (:func:`low_rank_paths`), which Muon updates
+    and, for ``muon``, a last group of the convolution filters (:func:`dynconv.layers.filter_weights`: each family
+    says which of its parameters are filters), which Muon updates
     (:class:`~cifar10_recipe.muon.Muon`, lr ``muon_lr``, momentum ``muon_momentum``, no weight decay) while SGD
     updates the other groups (airbench94_muon's split).
 
@@ -38,8 +39,7 @@ def build_optimizer(config: TrainConfig, model: nn.Module,
     routing = all_routing if split_routing else set()
     split_stem = stem_bias is not None and (config.whiten_bias_lr_scale != 1.0 or config.whiten_bias_decay)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    not_filters = all_routing | low_rank_paths(model)
-    filters = [p for p in trainable if p.ndim == 4 and id(p) not in not_filters] if muon else []
+    filters = [p for p in filter_weights(model) if p.requires_grad and id(p) not in all_routing] if muon else []
     set_apart = {id(p) for p in filters} | ({id(stem_bias)} if split_stem else set())
     params = [p for p in trainable if id(p) not in routing and id(p) not in set_apart]
     heads = [p for p in trainable if id(p) in routing]
@@ -69,15 +69,6 @@ def build_optimizer(config: TrainConfig, model: nn.Module,
         return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                            weight_decay=config.weight_decay)
-
-
-def low_rank_paths(model: nn.Module) -> Set[int]:
-    """Ids of the DCD layers' thin 1x1 projections (Q: C_in -> L, P: L -> C_out), which train with SGD rather than
-    Muon: under Muon a DCD network of airbench94's layout reached 58.3% after 2 epochs of 16000 images where SGD for
-    these two gave 64.7% and the static network 65.7% (same seed; records/cpu-recipe/epyc-dcd-muon-all-e2 and
-    epyc-dcd-muon-split-e2)."""
-    return {id(conv.weight) for module in model.modules() if isinstance(module, DCDConv2d)
-            for conv in (module.q, module.p)}
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

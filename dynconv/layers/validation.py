@@ -33,12 +33,13 @@ def check_positive_float(name: str, value: float) -> float:
 
 
 def per_branch_kernel_sizes(kernel_size: Union[int, Sequence[int]], num_experts: int) -> Tuple[int, ...]:
-    """Expand ``kernel_size`` (one size, or one per branch) to a tuple of ``num_experts`` odd sizes.
+    """Expand ``kernel_size`` (one size, or one per branch) to a tuple of ``num_experts`` odd sizes, checking both.
 
     Odd sizes are required because branches of different sizes are fused by zero-padding the smaller kernels
     symmetrically to the largest; only odd kernels have a centre, so only they keep ``kernel_size // 2`` padding
     equivalent to "same" padding.
     """
+    check_positive_int("num_experts", num_experts)
     sizes = tuple(kernel_size) if isinstance(kernel_size, (list, tuple)) else (kernel_size,) * num_experts
     if len(sizes) != num_experts:
         raise ValueError(
@@ -97,16 +98,3 @@ def check_conv_geometry(in_channels: int, out_channels: int, kernel_size: int, s
         check_positive_int(name, value)
     if in_channels % groups or out_channels % groups:
         raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
-
-
-class InferenceOnceFolded:
-    """Mixin for modules that fold their BatchNorms for inference (``reparameterize``, setting ``is_fused``): once
-    folded they refuse ``train()``, since the statistics they would update are gone."""
-
-    is_fused: bool = False
-
-    def train(self, mode: bool = True):
-        if mode and self.is_fused:
-            raise RuntimeError(f"this {type(self).__name__}'s BatchNorms were folded for inference (reparameterize), "
-                               "so it cannot train; train the model before reparameterizing it")
-        return super().train(mode)
