@@ -39,7 +39,8 @@ MODES = ("auto", "grouped", "outputs", "bmm")
 GROUPED_MIN_PIXELS_CPU = 128
 
 
-def _exporting() -> bool:
+def exporting() -> bool:
+    """Whether a model is being exported (``torch.export``, ONNX, tracing), when no form may bake the batch size in."""
     return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
@@ -58,7 +59,7 @@ def select_mode(mode: str, x: torch.Tensor, linear_mix: bool, output_pixels: int
     3-78x a static convolution); the grouped convolution otherwise (ODConv: faster than the batched matmul at 7
     of the 8 measured points).
     """
-    if _exporting():
+    if exporting():
         # a grouped convolution with groups = B would bake the example's batch size into the exported graph
         return "outputs" if linear_mix else "bmm"
     if mode != "auto":

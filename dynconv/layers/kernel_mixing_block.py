@@ -1,11 +1,12 @@
-"""A kernel-mixing convolution followed by normalisation and activation: the CondConv / DyConv / ODConv block.
+"""A dynamic convolution followed by normalisation and activation: the block of every family whose layer has no norm
+of its own (CondConv, DyConv, ODConv, DCD, KernelWarehouse).
 
-For inference its BatchNorm folds into the expert kernels and one per-channel shift
-(:meth:`KernelMixingBlock.reparameterize`), exactly: the output of every family is linear in the mixed kernel, and
-its attentions multiply per sample and channel, so a per-channel scale moves into every expert.
+For inference its BatchNorm folds into the convolution (:meth:`KernelMixingBlock.reparameterize`, through the
+layer's ``fold_affine``), exactly: every family's output is linear in its kernel, and its attentions multiply per
+sample and channel, so a per-channel scale moves into the kernel (or, where the kernel is shared, stays beside it).
 """
 from collections import OrderedDict
-from typing import Sequence, Type, Union
+from typing import Optional, Sequence, Type, Union
 
 import torch
 from timm.layers import get_norm_act_layer
@@ -17,12 +18,13 @@ from .kernel_mixing import ExpertConv2d
 
 
 class KernelMixingBlock(InferenceOnceFolded, nn.Sequential):
-    """``conv`` (an :class:`~dynconv.layers.ExpertConv2d`) then ``bn`` (a norm-act layer, e.g. timm's
-    ``BatchNormAct2d``).
+    """``conv`` (a dynamic convolution with ``fold_affine``), optionally ``pool``, then ``bn`` (a norm-act layer,
+    e.g. timm's ``BatchNormAct2d``).
 
     Args:
-        conv: The kernel-mixing convolution.
+        conv: The dynamic convolution.
         norm_act: Normalisation and activation after it.
+        pool: A max pool between the convolution and the norm (airbench94's conv-pool-norm order), or ``None``.
 
     Shape:
         - Input: (B, C_in, H, W)
@@ -39,8 +41,8 @@ class KernelMixingBlock(InferenceOnceFolded, nn.Sequential):
         (True, True)
     """
 
-    def __init__(self, conv: ExpertConv2d, norm_act: nn.Module):
-        super().__init__(OrderedDict(conv=conv, bn=norm_act))
+    def __init__(self, conv: nn.Module, norm_act: nn.Module, pool: Optional[nn.Module] = None):
+        super().__init__(OrderedDict(conv=conv, **({} if pool is None else {"pool": pool}), bn=norm_act))
         #: True once :meth:`reparameterize` has folded the BatchNorm into the convolution.
         self.is_fused = False
 
@@ -49,7 +51,9 @@ class KernelMixingBlock(InferenceOnceFolded, nn.Sequential):
         """Fold the BatchNorm's running statistics and affine parameters into the experts and a shift, in place.
 
         For inference only: eval-mode outputs are unchanged (up to float rounding), and the block then refuses to
-        train. ``timm.utils.reparameterize_model(model)`` calls this on every block of a model.
+        train. ``timm.utils.reparameterize_model(model)`` calls this on every block of a model. With a max pool
+        between convolution and norm the fold is exact only if every channel's scale is positive (a max commutes
+        with a positive scale only); otherwise the norm stays, unfolded.
         """
         if self.is_fused:
             return
@@ -61,6 +65,8 @@ class KernelMixingBlock(InferenceOnceFolded, nn.Sequential):
         if bn.affine:
             scale = scale * bn.weight
             shift = shift * bn.weight + bn.bias
+        if "pool" in self._modules and not bool((scale > 0).all()):
+            return
         self.conv.fold_affine(scale, shift)
         # what came after the normalisation in the norm-act layer (timm's BatchNormAct2d: drop, then act)
         self.bn = nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
