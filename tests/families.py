@@ -3,7 +3,7 @@
 ``LAYERS`` maps each dynamic kind of :func:`dynconv.layers.block_kinds` to a factory of its layer, called with
 ``(in_channels, out_channels, **kwargs)`` (``stride``, ``groups``, ``num_experts`` where the family takes them).
 """
-from dynconv.layers import CondConv2d, DCDConv2d, DyConv2d, DynamicBlock, ODConv2d, block_kinds
+from dynconv.layers import CondConv2d, DCDConv2d, DyConv2d, DynamicBlock, KWConv2d, ODConv2d, block_kinds
 
 LAYERS = {
     "branch": lambda c_in, c_out, num_experts=2, **kw: DynamicBlock(c_in, c_out, num_experts, **kw),
@@ -11,6 +11,7 @@ LAYERS = {
     "dyconv": DyConv2d,
     "odconv": ODConv2d,
     "dcd": lambda c_in, c_out, num_experts=None, **kw: DCDConv2d(c_in, c_out, **kw),
+    "kw": lambda c_in, c_out, num_experts=None, **kw: KWConv2d(c_in, c_out, **kw),
 }
 #: every registered kind with routing: all but the static one
 DYNAMIC_KINDS = tuple(kind for kind in block_kinds() if kind != "static")

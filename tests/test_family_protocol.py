@@ -87,6 +87,6 @@ def test_set_mode_names_the_modes_a_layer_has():
     assert "grouped" in layer.computation_modes()
     layer.set_mode("grouped")
     with pytest.raises(ValueError, match="mode must be one of"):
-        layer.set_mode("outputs")
+        layer.set_mode("patches")
     with pytest.raises(ValueError, match=r"mode must be one of \(\)"):
         LAYERS["dcd"](4, 4).set_mode("grouped")

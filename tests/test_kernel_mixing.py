@@ -49,8 +49,9 @@ def _layers(shape, mode):
     common = dict(kernel_size=kernel_size, stride=stride, groups=groups, num_experts=3, mode=mode)
     layers = [CondConv2d(in_channels, out_channels, bias=True, **common),
               DyConv2d(in_channels, out_channels, temperature=2.0, **common)]
-    if mode != "outputs":
+    if mode != "outputs" or groups == 1:  # ODConv's output mixing is for ungrouped layers
         layers.append(ODConv2d(in_channels, out_channels, **common))
+        layers.append(ODConv2d(in_channels, out_channels, **{**common, "num_experts": 1}))
     return layers
 
 
@@ -123,14 +124,24 @@ def test_compiled_layer_does_not_recompile_for_every_batch_size(mode):
     assert counter.frame_count <= 2
 
 
-def test_auto_mode_follows_the_measured_choice_per_device():
+def test_auto_mode_follows_the_cost_model_per_device():
     cpu, accelerator = torch.empty(1), torch.empty(1, device="meta")  # meta stands in for any non-CPU device
-    assert select_mode("auto", cpu, True, GROUPED_MIN_PIXELS_CPU) == "grouped"
-    assert select_mode("auto", cpu, True, GROUPED_MIN_PIXELS_CPU - 1) == "outputs"
-    assert select_mode("auto", cpu, False, GROUPED_MIN_PIXELS_CPU - 1) == "bmm"
-    assert select_mode("auto", accelerator, True, 1024) == "outputs"
-    assert select_mode("auto", accelerator, False, 1024) == "grouped"
-    assert select_mode("bmm", accelerator, True, 1024) == "bmm"
+    pixels = GROUPED_MIN_PIXELS_CPU
+
+    def choose(x, dense="outputs", kernel=590_000, extra=65_000, pixels=pixels, mode="auto"):
+        return select_mode(mode, x, dense=dense, kernel_numel=kernel, dense_numel=extra, output_pixels=pixels)
+
+    # per-sample kernels that outweigh the dense form's extra activations: the dense form
+    assert choose(cpu) == "outputs"
+    assert choose(cpu, dense="patches") == "patches"
+    # small kernels: a per-sample form, grouped over enough pixels, else the batched matmul
+    assert choose(cpu, kernel=37_000, extra=262_000) == "grouped"
+    assert choose(cpu, kernel=37_000, extra=262_000, pixels=pixels - 1) == "bmm"
+    assert choose(cpu, dense=None, pixels=pixels - 1) == "bmm"
+    # a GPU: the dense form wherever a family has one, else the grouped convolution
+    assert choose(accelerator, kernel=37_000, extra=262_000) == "outputs"
+    assert choose(accelerator, dense=None) == "grouped"
+    assert choose(accelerator, mode="bmm") == "bmm"
 
 
 def test_temperature_schedule_and_setter():
@@ -149,8 +160,8 @@ def test_layers_reject_bad_arguments():
         DyConv2d(4, 6, groups=3)
     with pytest.raises(ValueError, match="CondConv2d mode must be one of"):
         CondConv2d(4, 6, mode="fast")
-    with pytest.raises(ValueError, match="output mixing is not exact"):
-        ODConv2d(4, 6, mode="outputs")
+    with pytest.raises(ValueError, match="output mixing of a grouped ODConv is not implemented"):
+        ODConv2d(4, 6, groups=2, mode="outputs")
     with pytest.raises(ValueError, match="num_experts must be a positive integer, got 0"):
         MixedKernelConv2d(4, 6, 3, 1, None, 1, 1, False, 0, None, "auto")
     with pytest.raises(ValueError, match="one kernel size"):

@@ -54,7 +54,7 @@ def _oracle(layers, setting, index, x, train, blend):
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=str)
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("mode", ["grouped", "bmm", "outputs"])
+@pytest.mark.parametrize("mode", ["grouped", "bmm", "patches"])
 def test_every_layer_of_a_shared_warehouse_matches_the_paper(setting, train, mode):
     torch.manual_seed(0)
     layers = _range(setting)
@@ -102,7 +102,7 @@ def test_channels_last_and_bf16_autocast_work_in_every_mode():
     x = torch.randn(3, 8, 7, 7)
     expected = layer(x)
     layer = layer.to(memory_format=torch.channels_last)
-    for mode in ("grouped", "bmm", "outputs"):
+    for mode in ("grouped", "bmm", "patches"):
         layer.set_mode(mode)
         torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -112,7 +112,9 @@ def test_channels_last_and_bf16_autocast_work_in_every_mode():
 def test_an_empty_batch_and_eval_batch_independence():
     torch.manual_seed(0)
     layer = KWConv2d(8, 8).eval()
-    assert layer(torch.randn(0, 8, 5, 5)).shape == (0, 8, 5, 5)
+    for mode in ("grouped", "bmm", "patches"):
+        layer.set_mode(mode)
+        assert layer(torch.randn(0, 8, 5, 5)).shape == (0, 8, 5, 5)
     x = torch.randn(5, 8, 5, 5)
     torch.testing.assert_close(layer(x)[2:3], layer(x[2:3]))
 
@@ -165,7 +167,7 @@ def test_kw_linear_is_a_one_by_one_kernel():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(cell_inplane_ratio=0.3), "does not divide"),
     (dict(cell_num_ratio=0.0), "cell_num_ratio"),
-    (dict(mode="outputs", groups=2), "mode must be one of"),
+    (dict(mode="patches", groups=2), "mode must be one of"),
     (dict(nonlocal_basis_ratio=-1.0), "nonlocal_basis_ratio"),
 ])
 def test_impossible_cell_geometries_and_bad_arguments_are_clear_errors(kwargs, message):
@@ -183,3 +185,19 @@ def test_layers_of_one_range_must_agree_on_the_warehouse_and_close_before_use():
         KWConv2d(8, 8, cell_num_ratio=2.0, sharing=scope)
     with pytest.raises(RuntimeError, match="close the SharingScope"):
         first(torch.randn(2, 8, 4, 4))
+
+
+def test_cells_spanning_whole_kernels_give_the_same_output_in_every_mode():
+    torch.manual_seed(0)
+    scope = SharingScope()
+    layers = [KWConv2d(8, 16, spatial_partition=False, sharing=scope, dtype=torch.float64),
+              KWConv2d(16, 16, stride=2, spatial_partition=False, sharing=scope, dtype=torch.float64)]
+    scope.close()
+    assert layers[0].warehouse.cell_shape == (16, 8, 3, 3)
+    x = torch.randn(3, 16, 9, 9, dtype=torch.float64)
+    outputs = []
+    for mode in ("grouped", "bmm", "patches"):
+        layers[1].set_mode(mode)
+        outputs.append(layers[1](x))
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0])

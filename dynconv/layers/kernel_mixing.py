@@ -44,29 +44,45 @@ def exporting() -> bool:
     return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
-def select_mode(mode: str, x: torch.Tensor, linear_mix: bool, output_pixels: int) -> str:
-    """Resolve ``"auto"``; while exporting (``torch.export``, ONNX, tracing) pick a form with no batch-sized group
-    count instead of any mode: output mixing for a linear mix, else the batched matmul (both exact).
+def select_mode(mode: str, x: torch.Tensor, *, dense: Optional[str], kernel_numel: int, dense_numel: int,
+                output_pixels: int) -> str:
+    """Resolve ``"auto"`` by a cost model; while exporting (``torch.export``, ONNX, tracing) pick a form with no
+    batch-sized group count instead of any mode: the dense form, else the batched matmul (all are exact).
 
-    On CPU (measured in ``benchmarks/results/cpu.md``, modes table): the grouped convolution is fastest while each
-    sample's output has at least ``GROUPED_MIN_PIXELS_CPU`` pixels (64 -> 64 channels at 32x32: 5x faster than
-    output mixing); below that its per-group GEMMs are tiny and output mixing (for a linear mix) or the batched
-    matmul wins (256 -> 256 at 8x8: output mixing 1.7x faster).
+    The per-sample forms (``"grouped"``, ``"bmm"``) build a kernel per sample, ``kernel_numel`` elements (C_out *
+    C_in / groups * k * k), which is what makes them slow where maps are small and channels wide: every element is
+    written, read and, in training, written again as a gradient, for a convolution over few pixels. A family's dense
+    form (``dense``: output mixing, or KernelWarehouse's patch mixing) builds no kernel but ``dense_numel`` elements
+    of extra activations per sample (K outputs, unfolded patches). So:
 
-    On GPU (``benchmarks/results/cuda.md``, H200, K=2 and 4 at the CIFAR stage shapes): output mixing for a linear
-    mix, since cuDNN's grouped convolution over a (1, B*C, H, W) view is slow (fp32, batch 64: output mixing is faster
-    for forward + backward at every shape, up to 2.1x; under bf16 autocast and channels-last the grouped path runs
-    3-78x a static convolution); the grouped convolution otherwise (ODConv: faster than the batched matmul at 7
-    of the 8 measured points).
+    - a dense form wherever its extra activations are no larger than the per-sample kernel (on CPU), and always on a
+      GPU, where cuDNN and cuBLAS run dense products well and the grouped convolution over a (1, B * C, H, W) view
+      is slow;
+    - else a per-sample form: on CPU the grouped convolution while each sample's output has at least
+      ``GROUPED_MIN_PIXELS_CPU`` pixels (below that its per-group products are too small for the CPU backends) and
+      the batched matmul under it; on a GPU the grouped convolution.
+
+    ``benchmarks/family_floor.py`` measures every mode of every family at the shapes of the CIFAR networks and of
+    ResNet-18/50 and MobileNetV2 at 224, and its test checks this choice against those timings.
+
+    Args:
+        mode: The layer's mode; anything but ``"auto"`` is returned as it is (unless exporting).
+        x: The input (its device decides).
+        dense: The family's dense mode, or ``None`` if it has none for this layer.
+        kernel_numel: Elements of one sample's kernel.
+        dense_numel: Extra activation elements per sample of the dense form.
+        output_pixels: Pixels of one sample's output.
     """
     if exporting():
         # a grouped convolution with groups = B would bake the example's batch size into the exported graph
-        return "outputs" if linear_mix else "bmm"
+        return dense or "bmm"
     if mode != "auto":
         return mode
+    if dense is not None and (x.device.type != "cpu" or dense_numel <= kernel_numel):
+        return dense
     if x.device.type == "cpu":
-        return "grouped" if output_pixels >= GROUPED_MIN_PIXELS_CPU else ("outputs" if linear_mix else "bmm")
-    return "outputs" if linear_mix else "grouped"
+        return "grouped" if output_pixels >= GROUPED_MIN_PIXELS_CPU else "bmm"
+    return "grouped"
 
 
 def output_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
@@ -144,7 +160,9 @@ def mixed_kernel_conv2d(x: torch.Tensor, routing: torch.Tensor, experts: torch.T
     """
     if mode == "auto":
         out_h, out_w = output_size(x.shape[-2:], experts.shape[-2:], stride, padding, dilation)
-        mode = select_mode(mode, x, linear_mix=True, output_pixels=out_h * out_w)
+        num_experts, out_channels = experts.shape[:2]
+        mode = select_mode(mode, x, dense="outputs", kernel_numel=experts[0].numel(),
+                           dense_numel=num_experts * out_channels * out_h * out_w, output_pixels=out_h * out_w)
     mixed_bias = None if bias is None else mix_kernels(routing, bias)
     if mode != "outputs":
         return per_sample_conv2d(x, mix_kernels(routing, experts), mixed_bias, stride, padding, dilation, groups,
@@ -262,10 +280,15 @@ class ExpertConv2d(DynamicConv, nn.Module):
         return self.weight.view(self.num_experts, self.out_channels, self.in_channels // self.groups,
                                 *self.kernel_size)
 
-    def resolve_mode(self, x: torch.Tensor, linear_mix: bool) -> str:
-        """This call's per-sample convolution (:func:`select_mode` for the input's device and output size)."""
+    def resolve_mode(self, x: torch.Tensor, dense: bool, unfolds: bool = False) -> str:
+        """This call's form (:func:`select_mode`): ``dense`` says whether output mixing is available, ``unfolds``
+        whether it unfolds the input (ODConv's does, to scale the taps)."""
         out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
-        return select_mode(self.mode, x, linear_mix, out_h * out_w)
+        pixels = out_h * out_w
+        kernel_numel = self.out_channels * self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        patches = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * pixels if unfolds else 0
+        return select_mode(self.mode, x, dense="outputs" if dense else None, kernel_numel=kernel_numel,
+                           dense_numel=patches + self.num_experts * self.out_channels * pixels, output_pixels=pixels)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -44,7 +44,7 @@ from torch import nn
 
 from .create_block import register_block, reject_unknown, single_kernel_size
 from .family import DynamicConv, SharingScope
-from .kernel_mixing import exporting, output_size, per_sample_conv2d, select_mode
+from .kernel_mixing import output_size, per_sample_conv2d, select_mode
 from .kernel_mixing_block import KernelMixingBlock
 from .routing import Router
 from .validation import check_conv_geometry, check_input, check_positive_float
@@ -291,9 +291,9 @@ class KWConv2d(DynamicConv, nn.Module):
         attention_norm: The attention's norm after its first layer: the authors' ``nn.BatchNorm1d`` (training then
             needs batches of 2 or more), or ``None``.
         temperature: Divides the attention's logits (no effect beyond the normalisation's epsilon).
-        mode: Per-sample convolution: ``"auto"``, ``"grouped"``, ``"bmm"`` (each sample's kernel assembled, as the
-            authors do) or ``"outputs"`` (no per-sample kernels: every cell convolves the input as a 1 x 1
-            convolution and the attention mixes those outputs tap by tap; ungrouped, spatially partitioned layers).
+        mode: How to compute it: ``"auto"``, ``"grouped"``, ``"bmm"`` (each sample's kernel assembled, as the
+            authors do) or ``"patches"`` (no per-sample kernels: the attention mixes the unfolded input, then one
+            dense product with the cells; ungrouped layers).
         sharing: The sharing range; ``None`` gives the layer a warehouse of its own.
         device: Device of the parameters.
         dtype: Floating dtype of the parameters.
@@ -311,7 +311,7 @@ class KWConv2d(DynamicConv, nn.Module):
         (torch.Size([2, 32, 8, 8]), True)
     """
 
-    MODES = ("auto", "grouped", "bmm", "outputs")
+    MODES = ("auto", "grouped", "bmm", "patches")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: Optional[int] = None, dilation: int = 1, groups: int = 1, bias: bool = False, *,
@@ -379,8 +379,7 @@ class KWConv2d(DynamicConv, nn.Module):
         return []
 
     def computation_modes(self) -> Tuple[str, ...]:
-        spatial = self.shared_warehouse.spatial_partition
-        return self.MODES if self.groups == 1 and spatial else ("auto", "grouped", "bmm")
+        return self.MODES if self.groups == 1 else ("auto", "grouped", "bmm")
 
     def kernels(self, attention: torch.Tensor) -> torch.Tensor:
         """Each sample's kernel: (B, m, n) attention -> (B, C_out, C_in / groups, k, k)."""
@@ -388,51 +387,58 @@ class KWConv2d(DynamicConv, nn.Module):
         batch = attention.shape[0]
         cell_out, cell_in, cell_kh, cell_kw = warehouse.cell_shape
         spatial, groups_out, groups_in = self.cell_grid
-        cells = attention.reshape(batch * attention.shape[1], -1) @ warehouse.cells.to(attention.dtype)
+        mixtures, num_cells = attention.shape[1:]
+        cells = attention.reshape(batch * mixtures, num_cells) @ warehouse.cells.to(attention.dtype)
         taps_h, taps_w = self.kernel_size[0] // cell_kh, self.kernel_size[1] // cell_kw
         cells = cells.view(batch, taps_h, taps_w, groups_out, groups_in, cell_out, cell_in, cell_kh, cell_kw)
         # -> (B, groups_out, cell_out, groups_in, cell_in, taps_h, cell_kh, taps_w, cell_kw)
         return cells.permute(0, 3, 5, 4, 6, 1, 7, 2, 8).reshape(batch, self.out_channels,
                                                                 self.in_channels // self.groups, *self.kernel_size)
 
-    def _mixed_outputs(self, x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        """The convolution without per-sample kernels (ungrouped, 1 x 1 cells): every cell convolves each input
-        channel group, the attention mixes those outputs per tap and output group, and each tap's map is shifted into
-        place. (B, C_in, H, W) -> (B, C_out, H', W')."""
+    def _mixed_patches(self, x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """The convolution without per-sample kernels (ungrouped layers): the attention mixes the unfolded input's
+        patches per output group and warehouse cell, and one dense product with the cells, shared by every sample,
+        finishes it. (B, C_in, H, W) -> (B, C_out, H', W').
+
+        With the kernel's cells indexed by tap s, output group o and input group i, the output's group o is
+        ``sum_n e_n @ V[o, n]`` with ``V[o, n] = sum_(s, i) alpha[s, o, i, n] patches[s, i]``: about the FLOPs of the
+        static convolution where the warehouse has fewer cells than a cell has channels.
+        """
         warehouse = self.shared_warehouse
-        cell_out, cell_in = warehouse.cell_shape[:2]
+        cell_out, cell_in, cell_kh, cell_kw = warehouse.cell_shape
         spatial, groups_out, groups_in = self.cell_grid
-        batch, _, height, width = x.shape
         num_cells = warehouse.cells.shape[0]
-        cells = warehouse.cells.to(x.dtype).view(num_cells * cell_out, cell_in, 1, 1)
-        # (B, groups_in * n * c_o, H, W): cell i applied to input group g at every pixel
-        per_cell = F.conv2d(x, cells.repeat(groups_in, 1, 1, 1), groups=groups_in)
-        per_cell = per_cell.reshape(batch, groups_in * num_cells, cell_out * height * width)
-        # attention (B, taps * groups_out, groups_in * n) @ (B, groups_in * n, c_o * H * W)
-        mix = attention.reshape(
-            batch, spatial * groups_out, groups_in * num_cells)
-        taps = torch.bmm(mix.to(x.dtype), per_cell).view(batch, spatial, self.out_channels, height, width)
-        out_h, out_w = output_size((height, width), self.kernel_size, self.stride, self.padding, self.dilation)
-        taps = F.pad(taps, (self.padding[1], self.padding[1], self.padding[0], self.padding[0]))
-        out = None
-        for tap in range(spatial):
-            row, col = divmod(tap, self.kernel_size[1])
-            top, left = row * self.dilation[0], col * self.dilation[1]
-            piece = taps[:, tap, :, top:top + (out_h - 1) * self.stride[0] + 1:self.stride[0],
-                         left:left + (out_w - 1) * self.stride[1] + 1:self.stride[1]]
-            out = piece if out is None else out + piece
-        return out
+        batch = x.shape[0]
+        out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
+        pixels = out_h * out_w
+        # unfold orders a patch (input group, cell input channel, cell row, cell column); the attention's cells are
+        # (tap, output group, input group): bring both to (tap, input group) rows
+        patches = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+        cell_taps = cell_kh * cell_kw
+        patches = patches.view(batch, groups_in, cell_in, self.kernel_size[0] // cell_kh, cell_kh,
+                               self.kernel_size[1] // cell_kw, cell_kw, pixels)
+        patches = patches.permute(0, 3, 5, 1, 2, 4, 6, 7).reshape(batch, spatial * groups_in,
+                                                                  cell_in * cell_taps * pixels)
+        mix = attention.reshape(batch, spatial, groups_out, groups_in, num_cells).permute(0, 2, 4, 1, 3)
+        mixed = torch.bmm(mix.reshape(batch, groups_out * num_cells, spatial * groups_in).to(x.dtype), patches)
+        # (B, groups_out, n * cell_in * cell taps, pixels): one product with the cells as (c_o, n * c_i * taps)
+        cells = warehouse.cells.to(x.dtype).view(num_cells, cell_out, cell_in * cell_taps).transpose(0, 1)
+        out = torch.matmul(cells.reshape(cell_out, num_cells * cell_in * cell_taps),
+                           mixed.view(batch, groups_out, num_cells * cell_in * cell_taps, pixels))
+        return out.view(batch, self.out_channels, out_h, out_w)
 
     def resolve_mode(self, x: torch.Tensor) -> str:
-        """This call's per-sample convolution: output mixing where it applies while exporting, else
-        :func:`~dynconv.layers.kernel_mixing.select_mode`."""
-        dense = "outputs" in self.computation_modes()
-        if exporting():
-            return "outputs" if dense else "bmm"
-        if self.mode != "auto":
-            return self.mode
+        """This call's form (:func:`~dynconv.layers.kernel_mixing.select_mode`): patch mixing has the unfolded
+        input and its per-group mixtures as extra activations."""
         out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
-        return select_mode("auto", x, linear_mix=dense, output_pixels=out_h * out_w)
+        pixels = out_h * out_w
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        kernel_numel = self.out_channels * self.in_channels // self.groups * taps
+        cell_in = self.shared_warehouse.cell_shape[1]
+        mixed = self.cell_grid[1] * self.shared_warehouse.cells.shape[0] * cell_in * pixels
+        dense = "patches" if "patches" in self.computation_modes() else None
+        return select_mode(self.mode, x, dense=dense, kernel_numel=kernel_numel,
+                           dense_numel=self.in_channels * taps * pixels + mixed, output_pixels=pixels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.attention is None:
@@ -446,8 +452,8 @@ class KWConv2d(DynamicConv, nn.Module):
                              ".eval() to use the running statistics")
         attention = self.attention(x)
         mode = self.resolve_mode(x)
-        if mode == "outputs":
-            out = self._mixed_outputs(x, attention)
+        if mode == "patches":
+            out = self._mixed_patches(x, attention)
         else:
             out = per_sample_conv2d(x, self.kernels(attention), None, self.stride, self.padding, self.dilation,
                                     self.groups, mode)

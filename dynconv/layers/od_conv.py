@@ -14,11 +14,13 @@ original attention has a BatchNorm after its first layer; we leave it out, so ba
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
 from .create_block import register_block
-from .kernel_mixing import ExpertConv2d, mix_kernels, per_sample_conv2d
+from .dynamic_block import mix_branches
+from .kernel_mixing import MODES, ExpertConv2d, mix_kernels, output_size, per_sample_conv2d
 from .kernel_mixing_block import kernel_mixing_builder
 from .routing import Router, make_rd_channels
 from .validation import check_input, check_positive_int
@@ -98,8 +100,10 @@ class ODConv2d(ExpertConv2d):
         rd_channels: An explicit attention hidden width (overrides ``rd_ratio``).
         rd_divisor: The hidden width from ``rd_ratio`` is rounded to a multiple of it.
         temperature: Initial temperature of the attentions.
-        mode: Per-sample convolution: ``"auto"``, ``"grouped"`` or ``"bmm"`` (exact; the spatial attention rules out
-            output mixing).
+        mode: How to compute it: ``"auto"``, ``"grouped"`` or ``"bmm"`` (each sample's kernel built, as the authors
+            do) or ``"outputs"`` (no per-sample kernels: the spatial attention scales the taps of the unfolded input,
+            one dense product with the K experts side by side gives K outputs, the kernel attention mixes them;
+            ungrouped layers). All exact.
         device: Device of the parameters.
         dtype: Floating dtype of the parameters.
 
@@ -119,25 +123,47 @@ class ODConv2d(ExpertConv2d):
                  temperature: float = 1.0, mode: str = "auto", device: Optional[torch.device] = None,
                  dtype: Optional[torch.dtype] = None):
         dd = {"device": device, "dtype": dtype}
-        modes = (("auto", "grouped", "bmm"), " (its spatial attention makes the kernel mix non-linear, so output "
-                                             "mixing is not exact)")
+        modes = ((MODES, "") if groups == 1 else
+                 (("auto", "grouped", "bmm"), " (output mixing of a grouped ODConv is not implemented)"))
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, False,
                          num_experts, mode, modes, **dd)
         self.attention = OmniAttention(in_channels, out_channels, kernel_size, num_experts, groups=groups,
                                        rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor,
                                        temperature=temperature, **dd)
 
+    def _mixed_outputs(self, x: torch.Tensor, spatial: Optional[torch.Tensor], kernel: Optional[torch.Tensor]
+                       ) -> torch.Tensor:
+        """``conv(x, sum_k a_k (s * W_k)) = sum_k a_k (W_k @ (s * unfold(x)))``: the spatial attention s scales the
+        taps of the unfolded input instead of the kernels, one product with the K experts side by side gives K
+        outputs, and the kernel attention a mixes them. K times the FLOPs of the static convolution and no per-sample
+        kernel. (B, C_in, H, W) -> (B, C_out, H', W')."""
+        batch = x.shape[0]
+        out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
+        patches = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        if spatial is not None:
+            patches = (patches.view(batch, self.in_channels, taps, -1) * spatial.view(batch, 1, taps, 1).to(
+                x.dtype)).view(batch, self.in_channels * taps, -1)
+        experts = self.weight.view(self.num_experts * self.out_channels, self.in_channels * taps).to(x.dtype)
+        out = torch.matmul(experts, patches)  # (B, K * C_out, H' * W')
+        if kernel is not None:
+            out = mix_branches(out.view(batch, -1, out_h, out_w), kernel)
+        return out.view(batch, self.out_channels, out_h, out_w)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.weight.dtype)
         channel, filters, spatial, kernel = self.attention(x)
         batch = x.shape[0]
-        experts = self.experts
-        weight = experts.expand(batch, *experts.shape[1:]) if kernel is None else mix_kernels(kernel, experts)
-        if spatial is not None:
-            weight = weight * spatial.view(batch, 1, 1, *self.kernel_size).to(weight.dtype)
         x = x * channel[:, :, None, None].to(x.dtype)
-        out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups,
-                                self.resolve_mode(x, linear_mix=False))
+        mode = self.resolve_mode(x, dense="outputs" in self.supported_modes, unfolds=True)
+        if mode == "outputs":
+            out = self._mixed_outputs(x, spatial, kernel)
+        else:
+            experts = self.experts
+            weight = experts.expand(batch, *experts.shape[1:]) if kernel is None else mix_kernels(kernel, experts)
+            if spatial is not None:
+                weight = weight * spatial.view(batch, 1, 1, *self.kernel_size).to(weight.dtype)
+            out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups, mode)
         if filters is not None:
             out = out * filters[:, :, None, None].to(out.dtype)
         return self.add_shift(out)
