@@ -164,8 +164,9 @@ def test_eval_output_of_a_sample_ignores_the_rest_of_the_batch(name):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_batch_size_one_trains(name):
     model = timm.create_model(name).train()
-    if any(isinstance(module, DCDLinear) for module in model.modules()):
-        # a classifier normalised over the batch (the DCD authors' DYCls) cannot train on one sample: a clear error
+    if any(isinstance(module, (DCDLinear, torch.nn.BatchNorm1d)) for module in model.modules()):
+        # a layer normalised over the batch (the DCD authors' classifier DYCls, KernelWarehouse's attention) cannot
+        # train on one sample: a clear error
         with pytest.raises(ValueError, match="batch of 1 cannot"):
             model(_input(model, batch=1))
         return

@@ -86,7 +86,11 @@ class DynConvNetCfg:
         conv_init: ``"default"`` (PyTorch's) or ``"dirac"``: the first ``in_channels`` filters of every block
             convolution start as the identity (``torch.nn.init.dirac_``), the rest keep PyTorch's initialisation, as
             in airbench94. Applies to plain convolutions (static blocks, the branch block's fused convolution, whose
-            first branch it makes the identity), not to kernel-mixing experts or the stem.
+            first branch it makes the identity, DCD's static kernel), not to kernel-mixing experts, KernelWarehouse
+            cells or the stem.
+        block_args: Further arguments of one block kind, for every block of that kind, as ``{kind: {name: value}}``
+            (e.g. ``{"kw": {"cell_num_ratio": 0.25}}`` for KernelWarehouse's warehouse size); stored as sorted
+            tuples, so that configs stay hashable.
     """
 
     widths: Tuple[int, ...] = (64, 128, 256, 512)
@@ -111,9 +115,17 @@ class DynConvNetCfg:
     rd_channels: Optional[int] = None
     temperature: float = 1.0
     conv_init: str = "default"
+    block_args: Union[Dict[str, Dict[str, Any]], Tuple[Tuple[str, Tuple[Tuple[str, Any], ...]], ...]] = ()
 
     def __post_init__(self):
-        # accept lists (e.g. from JSON) but store tuples, so configs stay hashable and comparable
+        # accept lists and dicts (e.g. from JSON) but store tuples, so configs stay hashable and comparable
+        block_args = dict(self.block_args)
+        for kind, args in block_args.items():
+            if kind not in block_kinds() or not isinstance(args, (dict, tuple)):
+                raise ValueError(f"block_args must map block kinds {block_kinds()} to dicts of arguments, got "
+                                 f"{kind!r}: {args!r}")
+        object.__setattr__(self, "block_args", tuple(sorted((kind, tuple(sorted(dict(args).items())))
+                                                            for kind, args in block_args.items())))
         for name in ("widths", "depths", "num_experts", "kernel_size", "block"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
@@ -186,6 +198,10 @@ class DynConvNetCfg:
             if getattr(self, name) is not None:
                 args[name] = getattr(self, name)
         return args
+
+    def kind_args(self, kind: str) -> Dict[str, Any]:
+        """The arguments of ``block_args`` for blocks of ``kind`` (none if it names no arguments for it)."""
+        return dict(dict(self.block_args).get(kind, ()))
 
     @property
     def block_kinds(self) -> Tuple[Tuple[str, ...], ...]:
@@ -277,7 +293,7 @@ class DynConvNet(nn.Module):
                     kind, in_channels, width, num_experts=num_experts, kernel_size=cfg.kernel_size,
                     stride=2 if first and downsample == "stride" else 1, act_layer=cfg.act_layer,
                     norm_layer=norm_layer, pool_before_norm=first and downsample == "conv_pool_norm",
-                    sharing=sharing, **cfg.routing_args, **dd))
+                    sharing=sharing, **cfg.routing_args, **cfg.kind_args(kind), **dd))
                 if first and downsample == "conv_pool":
                     blocks.append(nn.MaxPool2d(2))
                 in_channels = width
@@ -483,6 +499,18 @@ MODEL_CFGS["dynconv_cifar_fast_dcd"] = replace(MODEL_CFGS["dynconv_cifar_fast"],
 # the trained dynamic networks varied by content
 MODEL_CFGS["dynconv_cifar_fast_dcd_routed"] = replace(MODEL_CFGS["dynconv_cifar_fast_dcd"],
                                                       block=("static", ("static", "dcd"), ("static", "dcd")))
+# airbench94's network with KernelWarehouse convolutions everywhere but the first segment's first block (whose 24
+# input channels would cut the warehouse into cells of 8 input channels), one warehouse per segment, at the
+# KernelWarehouse authors' ResNet-18 settings: 1x, 1/2x and 1/4x (configs/resnet18/kw*_resnet18.json); its static twin
+# is airbench94's network
+MODEL_CFGS["dynconv_cifar_fast_kw1x"] = replace(MODEL_CFGS["dynconv_cifar_fast"], num_experts=1,
+                                                block=(("static", "kw"), "kw", "kw"))
+MODEL_CFGS["dynconv_cifar_fast_kw1d2x"] = replace(
+    MODEL_CFGS["dynconv_cifar_fast_kw1x"],
+    block_args={"kw": dict(cell_num_ratio=0.5, cell_inplane_ratio=0.5, cell_outplane_ratio=0.5)})
+MODEL_CFGS["dynconv_cifar_fast_kw1d4x"] = replace(
+    MODEL_CFGS["dynconv_cifar_fast_kw1x"],
+    block_args={"kw": dict(cell_num_ratio=0.25, cell_inplane_ratio=0.5, cell_outplane_ratio=0.5)})
 # the static twin of every backbone: the same layout with plain Conv-BN-Act blocks, the baseline a dynamic block must
 # beat (the kernel-mixing variants share dynconv_cifar's backbone, so dynconv_cifar_static is their twin too)
 STATIC_TWINS: Dict[str, str] = {f"{name}_static": name for name in ("dynconv_cifar", "dynconv_cifar_tiny",
@@ -543,6 +571,9 @@ default_cfgs = generate_default_cfgs({
     "dynconv_cifar_dcd": _cfg("dynconv_cifar_dcd"),
     "dynconv_cifar_fast_dcd": _cfg("dynconv_cifar_fast_dcd"),
     "dynconv_cifar_fast_dcd_routed": _cfg("dynconv_cifar_fast_dcd_routed"),
+    "dynconv_cifar_fast_kw1x": _cfg("dynconv_cifar_fast_kw1x"),
+    "dynconv_cifar_fast_kw1d2x": _cfg("dynconv_cifar_fast_kw1d2x"),
+    "dynconv_cifar_fast_kw1d4x": _cfg("dynconv_cifar_fast_kw1d4x"),
     "dynconv_cifar_fast_static.cpu_cifar10local": _cfg(
         "dynconv_cifar_fast_static", file=_pretrained_file("dynconv_cifar_fast_static", "cpu_cifar10local")),
 })
@@ -650,3 +681,25 @@ def dynconv_cifar_fast_dcd_routed(pretrained: bool = False, **kwargs) -> DynConv
     """airbench94's layout with a DCD block second in its last two segments only (``stages.1.1``, ``stages.2.1``),
     where maps are small and channels wide; its static twin is ``dynconv_cifar_fast_static``."""
     return _create_dynconvnet("dynconv_cifar_fast_dcd_routed", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_fast_kw1x(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """airbench94's layout with KernelWarehouse convolutions in five of its six blocks, one warehouse per segment,
+    as many warehouse cells as its kernels have (1x); its static twin is ``dynconv_cifar_fast_static``."""
+    return _create_dynconvnet("dynconv_cifar_fast_kw1x", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_fast_kw1d2x(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """``dynconv_cifar_fast_kw1x`` with half as many warehouse cells (1/2x), each half as wide in both channel
+    directions; its static twin is ``dynconv_cifar_fast_static``."""
+    return _create_dynconvnet("dynconv_cifar_fast_kw1d2x", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_fast_kw1d4x(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """``dynconv_cifar_fast_kw1x`` with a quarter as many warehouse cells (1/4x), each half as wide in both channel
+    directions; its static twin is ``dynconv_cifar_fast_static``."""
+    return _create_dynconvnet("dynconv_cifar_fast_kw1d4x", pretrained, **kwargs)
+

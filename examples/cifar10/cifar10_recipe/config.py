@@ -93,6 +93,9 @@ class TrainConfig:
     temperature_start: float = _opt(0.0, "anneal every routing temperature linearly from this value to 1 over "
                                          "--temperature-epochs (Dynamic Convolution uses 30; 0: off)")
     temperature_epochs: float = _opt(10.0, "length of the temperature annealing in epochs")
+    init_blend_epochs: float = _opt(0.0, "KernelWarehouse: anneal each layer's init blend (its fixed cell assignment "
+                                         "against its attention) from 1 to 0 over this many epochs (the authors: 20 of "
+                                         "ResNet's 300 epochs; 0: off, the attention alone from the start)")
     ema_decay: float = _opt(0.0, "evaluate an exponential moving average of the weights with this per-step decay "
                                  "(0: off)")
     lookahead_every: int = _opt(0, "lookahead weight averaging (airbench94): every N steps a slow copy of the weights "
@@ -165,7 +168,8 @@ class TrainConfig:
                      "whiten_bias_lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "routing_decay_scale", "warmup_epochs", "temperature_start", "lr_start_factor",
+        for name in ("weight_decay", "routing_decay_scale", "warmup_epochs", "temperature_start", "init_blend_epochs",
+                     "lr_start_factor",
                      "lr_end_factor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")

@@ -6,7 +6,7 @@ It knows nothing of run folders: :mod:`cifar10_recipe.run_manager` decides when 
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import timm
 import torch
@@ -18,8 +18,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from dynconv import RoutingRecorder, routing_modules, temperature_schedule
+from dynconv import RoutingRecorder, init_blend_schedule, routing_modules, temperature_schedule
 from dynconv.models import list_models
+from dynconv.temperature import init_blend_modules
 
 from .config import NORMALIZATIONS, TrainConfig, model_arguments
 from .distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, convert_sync_batchnorm
@@ -225,6 +226,22 @@ class _EpochTimer:
         return self.before + self.start_event.elapsed_time(end) / 1000
 
 
+class RoutingSchedule:
+    """A value of the routing networks that follows a schedule over (fractional) epochs: ``setter`` of every module
+    in ``modules``, called only when the value changes."""
+
+    def __init__(self, schedule: Callable[[float], float], modules: List[nn.Module], setter: str):
+        self.schedule, self.modules, self.setter = schedule, modules, setter
+        self.current: Optional[float] = None
+
+    def apply(self, epochs_done: float) -> None:
+        value = self.schedule(epochs_done)
+        if value != self.current:
+            for module in self.modules:
+                getattr(module, self.setter)(value)
+            self.current = value
+
+
 class Trainer:
     """A model and everything that updates it.
 
@@ -272,13 +289,20 @@ class Trainer:
         if config.compile != "none":
             step_model = torch.compile(step_model, mode=None if config.compile == "default" else config.compile)
         self.step_model = step_model
-        self._temperature = temperature_schedule(config.temperature_start or 1.0, 1.0, config.temperature_epochs)
-        # found once, and set only when the value changes: annealing runs before every step. The average's routers
-        # follow the schedule too: their temperature is a buffer outside the checkpoint (persistent=False), which
-        # the average would otherwise average, so a resumed run would evaluate at a different temperature
+        # the routing schedules' modules are found once, and set only when the value changes: annealing runs before
+        # every step. The average's routers follow the schedules too: temperatures and blends are buffers outside
+        # the checkpoint (persistent=False), which the average would otherwise average, so a resumed run would
+        # evaluate at another value
         annealed = [model] + ([self.ema.module] if self.ema is not None else [])
-        self._routers = [r for m in annealed for r in routing_modules(m)] if config.temperature_start else []
-        self._current_temperature: Optional[float] = None
+        self._schedules: List[RoutingSchedule] = []
+        if config.temperature_start:
+            self._schedules.append(RoutingSchedule(
+                temperature_schedule(config.temperature_start, 1.0, config.temperature_epochs),
+                [r for m in annealed for r in routing_modules(m)], "set_temperature"))
+        if config.init_blend_epochs:
+            self._schedules.append(RoutingSchedule(init_blend_schedule(config.init_blend_epochs),
+                                                   [r for m in annealed for r in init_blend_modules(m)],
+                                                   "set_init_blend"))
 
     @property
     def eval_model(self) -> nn.Module:
@@ -288,13 +312,6 @@ class Trainer:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
-
-    def _anneal(self, epochs_done: float) -> None:
-        value = self._temperature(epochs_done)
-        if value != self._current_temperature:
-            for router in self._routers:
-                router.set_temperature(value)
-            self._current_temperature = value
 
     def train_epoch(self, loader: Loader, epoch: int, show_progress: bool = False,
                     progress: Optional[EpochProgress] = None, control: Optional[StepControl] = None
@@ -329,8 +346,8 @@ class Trainer:
         bar = tqdm(loader, total=steps - progress.step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not show_progress, dynamic_ncols=True)
         for step, (images, labels) in enumerate(bar, start=progress.step):
-            if self._routers:
-                self._anneal(epoch + step / steps)
+            for schedule in self._schedules:
+                schedule.apply(epoch + step / steps)
             with self.autocast:
                 logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
