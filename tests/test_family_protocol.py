@@ -14,7 +14,7 @@ from dynconv.layers import (
 )
 from dynconv.models.dynconvnet import MODEL_CFGS
 
-from families import DYNAMIC_KINDS, LAYERS
+from families import DYNAMIC_KINDS, LAYERS, STATIC_KERNEL
 
 
 @pytest.mark.parametrize("kind", DYNAMIC_KINDS)
@@ -34,13 +34,15 @@ def test_identity_start_makes_a_static_kernel_the_identity_or_changes_nothing(ki
     layer.init_identity_()
     changed = [name for name, p in layer.named_parameters() if not torch.equal(p, before[name])]
     filters = {id(p) for p in layer.filter_weights()}
-    assert bool(changed) == bool(filters), "a layer with a static filter bank starts it as the identity"
-    for name, p in layer.named_parameters():
-        if name in changed:
-            assert id(p) in filters, f"init_identity_ changed {name}, which is not a filter bank"
-            identity = torch.zeros_like(p[:8])
-            nn.init.dirac_(identity)
-            torch.testing.assert_close(p[:8], identity)
+    assert bool(changed) == (kind in STATIC_KERNEL), "a layer with a static kernel starts it as the identity"
+    assert all(id(p) in filters for name, p in layer.named_parameters() if name in changed), "only filters change"
+    if kind in STATIC_KERNEL:
+        kernel = STATIC_KERNEL[kind](layer)
+        identity = torch.zeros_like(kernel[:8])
+        nn.init.dirac_(identity)
+        torch.testing.assert_close(kernel[:8], identity)
+        assert kind != "kw" or layer.kernels(layer.attention.assignment[None, :, :-1]).abs().sum() > 8, (
+            "the shared cells outside the identity keep their initialisation")
 
 
 def test_model_level_walk_stops_at_dynamic_layers():

@@ -226,12 +226,13 @@ class Warehouse(nn.Module):
                     for layer in layers]
         num_cells = max(int(sum(mixtures) * self.cell_num_ratio), 1)
         self.cell_shape = (cell_out, cell_in, *cell_kernel)
-        self.cells = nn.Parameter(torch.empty(num_cells, math.prod(self.cell_shape), **self._dd))
+        # a bank of n * c_o filters over c_i channels (and the cell's taps), as a convolution's filters are stored
+        self.cells = nn.Parameter(torch.empty(num_cells * cell_out, cell_in, *cell_kernel, **self._dd))
         start = 0
         for layer, layer_mixtures in zip(layers, mixtures, strict=True):
             end = layer.attach(self, start, layer_mixtures)
             with torch.no_grad():
-                nn.init.kaiming_normal_(self.cells[start:end].view(-1, *self.cell_shape[1:]), mode="fan_out",
+                nn.init.kaiming_normal_(self.cells[start * cell_out:end * cell_out], mode="fan_out",
                                         nonlinearity="relu")
             start = end
         if start != num_cells:
@@ -239,8 +240,17 @@ class Warehouse(nn.Module):
                              f"cell_num_ratio={self.cell_num_ratio} every layer's cell count must be a multiple of "
                              f"1 / cell_num_ratio squared (the authors' assignment rule); choose other ratios")
 
+    @property
+    def num_cells(self) -> int:
+        """Cells n of the allocated warehouse."""
+        return self.cells.shape[0] // self.cell_shape[0]
+
+    def matrix(self, dtype: torch.dtype) -> torch.Tensor:
+        """The cells as an (n, c_o * c_i * kh * kw) matrix of ``dtype``."""
+        return self.cells.to(dtype).reshape(self.num_cells, -1)
+
     def extra_repr(self) -> str:
-        cells = "unallocated" if self.cells is None else f"{self.cells.shape[0]} cells of {self.cell_shape}"
+        cells = "unallocated" if self.cells is None else f"{self.num_cells} cells of {self.cell_shape}"
         return f"{cells}, cell_num_ratio={self.cell_num_ratio}"
 
 
@@ -364,7 +374,7 @@ class KWConv2d(DynamicConv, nn.Module):
     def attach(self, warehouse: Warehouse, start: int, num_mixtures: int) -> int:
         """Called by the warehouse when it closes: build the attention over its cells, with this layer's own cells
         from ``start``; returns where the next layer's cells start."""
-        num_cells = warehouse.cells.shape[0]
+        num_cells = warehouse.num_cells
         cell_out, cell_in, cell_kh, cell_kw = warehouse.cell_shape
         self.cell_grid = (self.kernel_size[0] // cell_kh * self.kernel_size[1] // cell_kw,
                           self.out_channels // cell_out, self.in_channels // self.groups // cell_in)
@@ -372,11 +382,44 @@ class KWConv2d(DynamicConv, nn.Module):
         self.attention = KWAttention(self.in_channels, num_cells, num_mixtures, start,
                                      int(warehouse.cell_num_ratio * num_mixtures), **self._attention_args, **self._dd)
         self.attention.assignment.copy_(assignment)
+        #: each cell of the kernel's own warehouse cell under the fixed assignment, None for the zero cell
+        self.own_cells = [int(row.argmax()) if row[:num_cells].any() else None for row in assignment]
         return end
 
     def filter_weights(self) -> List[nn.Parameter]:
-        """None: the warehouse's cells are shared pieces of many kernels, not one convolution's filters."""
-        return []
+        """The warehouse, named by the layer that owns it: a bank of n * c_o filters over c_i channels, which is what
+        filter-wise optimizers (Muon) see in a convolution's weight."""
+        return [self.warehouse.cells] if "warehouse" in self._modules else []
+
+    @torch.no_grad()
+    def init_identity_(self) -> None:
+        """An identity start for the kernel that the fixed assignment gives the layer (what it computes at init blend
+        1): the own cells that hold the identity's entries (the centre tap's blocks on the diagonal of the first C_in
+        filters) become those blocks of ``torch.nn.init.dirac_``'s kernel; every other cell keeps its initialisation.
+        Unlike airbench94's dirac start, the rest of the first C_in filters is not zeroed, because those cells are
+        shared: zeroed cells would leave the attention's early mixtures near zero, which the following BatchNorm
+        (airbench94's eps is 1e-12) would blow up. Ungrouped layers only; blocks that the assignment leaves on the
+        zero cell (below 1x) stay zero."""
+        if self.groups != 1:
+            return
+        warehouse = self.shared_warehouse
+        cell_out, cell_in, cell_kh, cell_kw = warehouse.cell_shape
+        spatial, groups_out, groups_in = self.cell_grid
+        identity = torch.zeros(self.out_channels, self.in_channels, *self.kernel_size, device=warehouse.cells.device,
+                               dtype=warehouse.cells.dtype)
+        nn.init.dirac_(identity[:self.in_channels])
+        taps_h, taps_w = self.kernel_size[0] // cell_kh, self.kernel_size[1] // cell_kw
+        # the inverse of kernels(): (C_out, C_in, k, k) -> one (c_o, c_i, kh, kw) block per cell of the layer
+        blocks = identity.view(groups_out, cell_out, groups_in, cell_in, taps_h, cell_kh, taps_w, cell_kw).permute(
+            4, 6, 0, 2, 1, 3, 5, 7).reshape(-1, cell_out, cell_in, cell_kh, cell_kw)
+        grid = (taps_h, taps_w, groups_out, groups_in)
+        centre = (taps_h // 2, taps_w // 2)
+        for mixture, cell in enumerate(self.own_cells):
+            tap_h, tap_w, out_group, in_group = torch.unravel_index(torch.tensor(mixture), grid)
+            holds_identity = (int(tap_h), int(tap_w)) == centre and int(out_group) * cell_out < self.in_channels and (
+                abs(int(out_group) * cell_out - int(in_group) * cell_in) < max(cell_out, cell_in))
+            if cell is not None and holds_identity:
+                warehouse.cells[cell * cell_out:(cell + 1) * cell_out] = blocks[mixture]
 
     def computation_modes(self) -> Tuple[str, ...]:
         return self.MODES if self.groups == 1 else ("auto", "grouped", "bmm")
@@ -388,7 +431,7 @@ class KWConv2d(DynamicConv, nn.Module):
         cell_out, cell_in, cell_kh, cell_kw = warehouse.cell_shape
         spatial, groups_out, groups_in = self.cell_grid
         mixtures, num_cells = attention.shape[1:]
-        cells = attention.reshape(batch * mixtures, num_cells) @ warehouse.cells.to(attention.dtype)
+        cells = attention.reshape(batch * mixtures, num_cells) @ warehouse.matrix(attention.dtype)
         taps_h, taps_w = self.kernel_size[0] // cell_kh, self.kernel_size[1] // cell_kw
         cells = cells.view(batch, taps_h, taps_w, groups_out, groups_in, cell_out, cell_in, cell_kh, cell_kw)
         # -> (B, groups_out, cell_out, groups_in, cell_in, taps_h, cell_kh, taps_w, cell_kw)
@@ -407,7 +450,7 @@ class KWConv2d(DynamicConv, nn.Module):
         warehouse = self.shared_warehouse
         cell_out, cell_in, cell_kh, cell_kw = warehouse.cell_shape
         spatial, groups_out, groups_in = self.cell_grid
-        num_cells = warehouse.cells.shape[0]
+        num_cells = warehouse.num_cells
         batch = x.shape[0]
         out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
         pixels = out_h * out_w
@@ -422,7 +465,7 @@ class KWConv2d(DynamicConv, nn.Module):
         mix = attention.reshape(batch, spatial, groups_out, groups_in, num_cells).permute(0, 2, 4, 1, 3)
         mixed = torch.bmm(mix.reshape(batch, groups_out * num_cells, spatial * groups_in).to(x.dtype), patches)
         # (B, groups_out, n * cell_in * cell taps, pixels): one product with the cells as (c_o, n * c_i * taps)
-        cells = warehouse.cells.to(x.dtype).view(num_cells, cell_out, cell_in * cell_taps).transpose(0, 1)
+        cells = warehouse.matrix(x.dtype).view(num_cells, cell_out, cell_in * cell_taps).transpose(0, 1)
         out = torch.matmul(cells.reshape(cell_out, num_cells * cell_in * cell_taps),
                            mixed.view(batch, groups_out, num_cells * cell_in * cell_taps, pixels))
         return out.view(batch, self.out_channels, out_h, out_w)
@@ -435,7 +478,7 @@ class KWConv2d(DynamicConv, nn.Module):
         taps = self.kernel_size[0] * self.kernel_size[1]
         kernel_numel = self.out_channels * self.in_channels // self.groups * taps
         cell_in = self.shared_warehouse.cell_shape[1]
-        mixed = self.cell_grid[1] * self.shared_warehouse.cells.shape[0] * cell_in * pixels
+        mixed = self.cell_grid[1] * self.shared_warehouse.num_cells * cell_in * pixels
         dense = "patches" if "patches" in self.computation_modes() else None
         return select_mode(self.mode, x, dense=dense, kernel_numel=kernel_numel,
                            dense_numel=self.in_channels * taps * pixels + mixed, output_pixels=pixels)
