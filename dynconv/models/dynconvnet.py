@@ -499,6 +499,10 @@ MODEL_CFGS["dynconv_cifar_fast_dcd"] = replace(MODEL_CFGS["dynconv_cifar_fast"],
 # the trained dynamic networks varied by content
 MODEL_CFGS["dynconv_cifar_fast_dcd_routed"] = replace(MODEL_CFGS["dynconv_cifar_fast_dcd"],
                                                       block=("static", ("static", "dcd"), ("static", "dcd")))
+# airbench94's network with an ODConv (1x: K=1, its four attentions on one kernel, the paper's most
+# parameter-efficient setting) second in every segment, the positions of the branch and DCD blocks above
+MODEL_CFGS["dynconv_cifar_fast_odconv"] = replace(MODEL_CFGS["dynconv_cifar_fast"], num_experts=1,
+                                                  block=(("static", "odconv"),) * 3)
 # airbench94's network with KernelWarehouse convolutions everywhere but the first segment's first block (whose 24
 # input channels would cut the warehouse into cells of 8 input channels), one warehouse per segment, at the
 # KernelWarehouse authors' ResNet-18 settings: 1x, 1/2x and 1/4x (configs/resnet18/kw*_resnet18.json); its static twin
@@ -571,6 +575,7 @@ default_cfgs = generate_default_cfgs({
     "dynconv_cifar_dcd": _cfg("dynconv_cifar_dcd"),
     "dynconv_cifar_fast_dcd": _cfg("dynconv_cifar_fast_dcd"),
     "dynconv_cifar_fast_dcd_routed": _cfg("dynconv_cifar_fast_dcd_routed"),
+    "dynconv_cifar_fast_odconv": _cfg("dynconv_cifar_fast_odconv"),
     "dynconv_cifar_fast_kw1x": _cfg("dynconv_cifar_fast_kw1x"),
     "dynconv_cifar_fast_kw1d2x": _cfg("dynconv_cifar_fast_kw1d2x"),
     "dynconv_cifar_fast_kw1d4x": _cfg("dynconv_cifar_fast_kw1d4x"),
@@ -681,6 +686,13 @@ def dynconv_cifar_fast_dcd_routed(pretrained: bool = False, **kwargs) -> DynConv
     """airbench94's layout with a DCD block second in its last two segments only (``stages.1.1``, ``stages.2.1``),
     where maps are small and channels wide; its static twin is ``dynconv_cifar_fast_static``."""
     return _create_dynconvnet("dynconv_cifar_fast_dcd_routed", pretrained, **kwargs)
+
+
+@register_model
+def dynconv_cifar_fast_odconv(pretrained: bool = False, **kwargs) -> DynConvNet:
+    """airbench94's layout with an ODConv (K=1: channel, filter and spatial attention on one kernel) second in every
+    segment; its static twin is ``dynconv_cifar_fast_static``."""
+    return _create_dynconvnet("dynconv_cifar_fast_odconv", pretrained, **kwargs)
 
 
 @register_model
