@@ -254,26 +254,23 @@ class Warehouse(nn.Module):
         return f"{cells}, cell_num_ratio={self.cell_num_ratio}"
 
 
-def _assignment(num_mixtures: int, num_cells: int, start: int, cell_num_ratio: float) -> Tuple[torch.Tensor, int]:
-    """The authors' ``init_temperature``: the (m, n + 1) one-hot rows that give each cell of the layer its own
-    warehouse cell from ``start`` on (``cell_num_ratio`` >= 1: every cell, ``cell_num_ratio`` of them apart), or below
-    1x every (1 / ratio)-th cell in a rotating pattern and the zero cell to the others. Returns it and the end of the
-    layer's cells."""
-    rows = torch.zeros(num_mixtures, num_cells + 1)
+def _assignment(num_mixtures: int, start: int, cell_num_ratio: float) -> Tuple[List[Optional[int]], int]:
+    """The authors' ``init_temperature``: the warehouse cell that the fixed assignment gives each cell of the layer,
+    from ``start`` on (``cell_num_ratio`` >= 1: every cell, ``cell_num_ratio`` of them apart), or below 1x every
+    (1 / ratio)-th cell in a rotating pattern and the zero cell (``None``) to the others. Returns them and the end of
+    the layer's cells."""
     if cell_num_ratio >= 1.0:
         step = int(cell_num_ratio)
-        for mixture in range(num_mixtures):
-            rows[mixture, start] = 1.0
-            start += step
-        return rows, start
+        return [start + mixture * step for mixture in range(num_mixtures)], start + num_mixtures * step
     per_cell = int(1.0 / cell_num_ratio)
+    cells: List[Optional[int]] = []
     for mixture in range(num_mixtures):
         if mixture % per_cell == (mixture // per_cell) % per_cell:
-            rows[mixture, start] = 1.0
+            cells.append(start)
             start += 1
         else:
-            rows[mixture, num_cells] = 1.0
-    return rows, start
+            cells.append(None)
+    return cells, start
 
 
 @register_notrace_module  # a leaf for torch.fx feature extraction: it reads the warehouse of its range
@@ -378,12 +375,15 @@ class KWConv2d(DynamicConv, nn.Module):
         cell_out, cell_in, cell_kh, cell_kw = warehouse.cell_shape
         self.cell_grid = (self.kernel_size[0] // cell_kh * self.kernel_size[1] // cell_kw,
                           self.out_channels // cell_out, self.in_channels // self.groups // cell_in)
-        assignment, end = _assignment(num_mixtures, num_cells, start, warehouse.cell_num_ratio)
+        #: each cell of the kernel's own warehouse cell under the fixed assignment, None for the zero cell
+        self.own_cells, end = _assignment(num_mixtures, start, warehouse.cell_num_ratio)
         self.attention = KWAttention(self.in_channels, num_cells, num_mixtures, start,
                                      int(warehouse.cell_num_ratio * num_mixtures), **self._attention_args, **self._dd)
-        self.attention.assignment.copy_(assignment)
-        #: each cell of the kernel's own warehouse cell under the fixed assignment, None for the zero cell
-        self.own_cells = [int(row.argmax()) if row[:num_cells].any() else None for row in assignment]
+        assignment = self.attention.assignment
+        with torch.no_grad():
+            assignment.zero_()
+            for mixture, cell in enumerate(self.own_cells):
+                assignment[mixture, num_cells if cell is None else cell] = 1.0
         return end
 
     def filter_weights(self) -> List[nn.Parameter]:

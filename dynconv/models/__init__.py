@@ -5,10 +5,11 @@ import timm
 
 from .dynconvnet import CIFAR10_MEAN, CIFAR10_STD, DynConvNet, DynConvNetCfg
 from .heads import MlpClassifierHead, create_head
+from .kernelwarehouse_nets import KW_MODELS, KW_PUBLISHED_PARAMS
 from .paper_nets import PAPER_MODELS, PUBLISHED_COUNTS, count_parameters_and_multiply_adds, swap_convs
 
 #: The modules whose models dynconv registers with timm (timm names a model's module by its last part).
-MODEL_MODULES = ("dynconvnet", "paper_nets")
+MODEL_MODULES = ("dynconvnet", "paper_nets", "kernelwarehouse_nets")
 
 
 def list_models(pattern: str = "", pretrained: bool = False) -> List[str]:
@@ -22,6 +23,6 @@ def list_models(pattern: str = "", pretrained: bool = False) -> List[str]:
     return timm.list_models(pattern or "", module=MODEL_MODULES, pretrained=pretrained)
 
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "DynConvNet", "DynConvNetCfg", "MlpClassifierHead", "MODEL_MODULES",
-           "PAPER_MODELS", "PUBLISHED_COUNTS", "count_parameters_and_multiply_adds", "create_head", "list_models",
-           "swap_convs"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "DynConvNet", "DynConvNetCfg", "KW_MODELS", "KW_PUBLISHED_PARAMS",
+           "MlpClassifierHead", "MODEL_MODULES", "PAPER_MODELS", "PUBLISHED_COUNTS",
+           "count_parameters_and_multiply_adds", "create_head", "list_models", "swap_convs"]

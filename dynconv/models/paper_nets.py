@@ -42,7 +42,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..layers import CondConv2d, DCDConv2d, DCDLinear, DyConv2d, ODConv2d, dynamic_layers
 from ..layers.kernel_mixing import ExpertConv2d
 
-__all__ = ["PAPER_MODELS", "PUBLISHED_COUNTS", "count_parameters_and_multiply_adds", "swap_convs"]
+__all__ = ["PAPER_MODELS", "PUBLISHED_COUNTS", "conv_geometry", "count_parameters_and_multiply_adds",
+           "create_from_timm", "paper_cfg", "swap_convs"]
 
 #: Which convolutions a placement makes dynamic: parent module type -> names of its convolution attributes.
 Placement = Mapping[Type[nn.Module], Tuple[str, ...]]
@@ -81,7 +82,8 @@ def swap_convs(model: nn.Module, placement: Placement, make: Callable[[nn.Conv2d
     return len(swaps)
 
 
-def _geometry(conv: nn.Conv2d) -> Dict[str, Any]:
+def conv_geometry(conv: nn.Conv2d) -> Dict[str, Any]:
+    """The constructor arguments of a dynamic convolution that replaces ``conv``."""
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or len(set(conv.kernel_size)) != 1:
         raise ValueError(f"only square, zero-padded convolutions can be swapped, got {conv}")
     return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=conv.kernel_size[0],
@@ -96,18 +98,18 @@ def _he_fan_out(layer: ExpertConv2d) -> ExpertConv2d:
 
 def odconv(conv: nn.Conv2d, num_experts: int) -> ExpertConv2d:
     """The ODConv of ``conv``'s geometry (no bias, as in the paper's networks)."""
-    return _he_fan_out(ODConv2d(**_geometry(conv), num_experts=num_experts, rd_ratio=1 / 16))
+    return _he_fan_out(ODConv2d(**conv_geometry(conv), num_experts=num_experts, rd_ratio=1 / 16))
 
 
 def dyconv(conv: nn.Conv2d, num_experts: int = 4) -> ExpertConv2d:
     """The Dynamic Convolution of ``conv``'s geometry, with a bias per kernel if ``conv`` has one."""
-    return _he_fan_out(DyConv2d(**_geometry(conv), bias=conv.bias is not None, num_experts=num_experts,
+    return _he_fan_out(DyConv2d(**conv_geometry(conv), bias=conv.bias is not None, num_experts=num_experts,
                                      rd_ratio=0.25))
 
 
 def condconv(conv: nn.Conv2d, num_experts: int = 8) -> ExpertConv2d:
     """The CondConv of ``conv``'s geometry, with a bias per expert if ``conv`` has one."""
-    return _he_fan_out(CondConv2d(**_geometry(conv), bias=conv.bias is not None, num_experts=num_experts))
+    return _he_fan_out(CondConv2d(**conv_geometry(conv), bias=conv.bias is not None, num_experts=num_experts))
 
 
 def _mobilenet_dcd_widths(in_channels: int, out_channels: int, fc_squeeze: int = 16) -> Dict[str, int]:
@@ -134,7 +136,7 @@ def dcd(layer: nn.Module, pool_size: int = 1, mobilenet: bool = False) -> nn.Mod
                               device=layer.weight.device, dtype=layer.weight.dtype)
         conv = dcd_layer.conv
     else:
-        geometry = _geometry(layer)
+        geometry = conv_geometry(layer)
         widths = (_mobilenet_dcd_widths(geometry["in_channels"], geometry["out_channels"]) if mobilenet
                   else {"pool_size": pool_size})
         dcd_layer = conv = DCDConv2d(**geometry, bias=layer.bias is not None, **widths)
@@ -203,27 +205,32 @@ def count_parameters_and_multiply_adds(model: nn.Module, input_size: Tuple[int, 
     return params, counter.get_total_flops() // 2
 
 
-def _cfg(base: str, placement: Placement) -> Dict[str, Any]:
+def paper_cfg(base: str, classifier_suffix: str = "") -> Dict[str, Any]:
     """The base model's input size, normalisation and layer names, with no weights (no url, hub id or file).
 
-    A dynamic classifier (DCD's) keeps its static weight W0 in ``<classifier>.conv``, which the cfg then names.
+    A dynamic classifier keeps its static weight in a submodule (DCD's W0 in ``<classifier>.conv``):
+    ``classifier_suffix`` names it.
     """
     base_cfg = get_pretrained_cfg(base)
     inherited = ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv", "classifier")
     cfg = {key: getattr(base_cfg, key) for key in inherited}
-    if any(base_cfg.classifier in names for names in placement.values()):
-        cfg["classifier"] = f"{base_cfg.classifier}.conv"
+    cfg["classifier"] += classifier_suffix
     return {**cfg, "num_classes": 1000, "license": "mit"}
 
 
-default_cfgs = generate_default_cfgs({name: _cfg(base, placement)
+def _dynamic_classifier(base: str, placement: Placement) -> bool:
+    return any(get_pretrained_cfg(base).classifier in names for names in placement.values())
+
+
+default_cfgs = generate_default_cfgs({name: paper_cfg(base, ".conv" if _dynamic_classifier(base, placement) else "")
                                       for name, (base, placement, *_) in PAPER_MODELS.items()})
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
+def create_from_timm(variant: str, base: str, swap: Callable[[nn.Module], Any], pretrained: bool = False,
+                     **kwargs) -> nn.Module:
+    """timm's ``base`` model under the name and cfg of ``variant``, with ``swap`` making its layers dynamic."""
     if pretrained:
         raise RuntimeError(f"No pretrained weights exist for {variant}. Use `pretrained=False` for random init.")
-    base, placement, make, _ = PAPER_MODELS[variant]
     # a cfg the caller passed (timm passes the registry's, or the caller's own) wins over the registry's
     given = kwargs.pop("pretrained_cfg", None)
     cfg = get_pretrained_cfg(variant).to_dict()
@@ -234,13 +241,14 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
     overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
     cfg = {**cfg, **overlay, "architecture": variant, "tag": ""}
     model = timm.create_model(base, pretrained=False, pretrained_cfg=cfg, **kwargs)
-    swap_convs(model, placement, make)
+    swap(model)
     return model
 
 
 def _register(name: str) -> None:
     def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
-        return _create(name, pretrained, **kwargs)
+        base, placement, make, _ = PAPER_MODELS[name]
+        return create_from_timm(name, base, lambda model: swap_convs(model, placement, make), pretrained, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
