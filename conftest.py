@@ -11,7 +11,7 @@ def _doctest_namespace(doctest_namespace):
 @pytest.fixture(scope="session")
 def fake_cifar_root(tmp_path_factory):
     """A learnable stand-in for CIFAR-10 in torchvision's layout, written once per test session."""
-    from fake_cifar import write_fake_cifar10
+    from tests.fake_cifar import write_fake_cifar10
 
     return write_fake_cifar10(tmp_path_factory.mktemp("fake_cifar"))
 

@@ -14,9 +14,9 @@ package's, unchanged. Only the device plumbing is patched, and only off CUDA:
   every forward would use the first step's weights (the anchor trained at chance that way);
 - ``torch.cuda.Event`` / ``torch.cuda.synchronize`` time the run: off CUDA a wall clock replaces them.
 
-    python benchmarks/airbench_anchor.py --runs 1 --out benchmarks/results/airbench94_cpu.json
-    python benchmarks/airbench_anchor.py --device cuda --runs 5 --out "$OUT/airbench94_cuda.json"
-    python benchmarks/airbench_anchor.py --epochs 8.7 --out runs/airbench94_cut.json   # the anchor cut to a budget
+    python -m benchmarks.airbench_anchor --runs 1 --out benchmarks/results/airbench94_cpu.json
+    python -m benchmarks.airbench_anchor --device cuda --runs 5 --out "$OUT/airbench94_cuda.json"
+    python -m benchmarks.airbench_anchor --epochs 8.7 --out runs/airbench94_cut.json   # the anchor cut to a budget
 
 The record holds accuracy without and with airbench's TTA (level 2), training time (the package's own measure:
 whitening initialisation and training epochs, no evaluation) and provenance.
@@ -36,12 +36,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import torch
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "examples" / "cifar10"))
+from cifar10_recipe.data import CLASSES, load_cifar10
+from cifar10_recipe.execution import reuse_freed_memory
+from dynconv.records import provenance
 
-from cifar10_recipe.data import CLASSES, load_cifar10  # noqa: E402
-from cifar10_recipe.execution import reuse_freed_memory  # noqa: E402
-from cifar10_recipe.provenance import provenance  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 class WallClockEvent:

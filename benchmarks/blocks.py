@@ -7,8 +7,7 @@ from timm.layers import CondConv2d
 from torch import nn
 
 from dynconv.layers import DynamicBlock, create_block
-
-from reference import NaiveDynamicBlock
+from tests.reference import NaiveDynamicBlock
 
 
 class TimmCondConvBlock(nn.Module):

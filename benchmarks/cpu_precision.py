@@ -1,6 +1,6 @@
 """Training throughput of the tiny preset's model (the old cpu preset's), float32 and bf16 autocast, on this CPU.
 
-    PYTHONPATH=examples/cifar10 python benchmarks/cpu_precision.py --out benchmarks/results/cpu_precision.json
+    python -m benchmarks.cpu_precision --out benchmarks/results/cpu_precision.json
 
 Why it exists: bf16 autocast is fast only on CPUs that compute bf16 natively (AVX-512 BF16, AMX); elsewhere oneDNN
 emulates it. The recipe's ``--amp auto`` decides from ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``; this
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
-    from cifar10_recipe.provenance import cpu_name, git_commit
+    from dynconv.records import cpu_name, git_commit
 
     results = {name: {precision: images_per_second(name, precision == "bf16", args.steps)
                       for precision in ("float32", "bf16")} for name in MODELS}
@@ -58,7 +58,7 @@ def main() -> None:
         "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "platform": platform.platform()},
         "torch": torch.__version__, "commit": git_commit(),
-        "command": f"PYTHONPATH=examples/cifar10 python benchmarks/cpu_precision.py --out {args.out}",
+        "command": f"python -m benchmarks.cpu_precision --out {args.out}",
     }
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     for name, speeds in results.items():

@@ -1,6 +1,6 @@
 """Deployment latency on CPU of the networks the study trained and the shipped ones, for the accuracy-latency chart.
 
-    python benchmarks/deploy_latency.py --out benchmarks/results/deploy_latency   # about 5 minutes on 2 cores
+    python -m benchmarks.deploy_latency --out benchmarks/results/deploy_latency   # about 5 minutes on 2 cores
 
 Every model is timed in float32 at batch 1 and batch 256, on two paths: eager in eval mode with every BatchNorm a
 block can fold folded (``timm.utils.reparameterize_model``), and ONNX Runtime (CPU provider) on the file
@@ -22,11 +22,7 @@ from timm.utils import reparameterize_model
 
 import dynconv  # noqa: F401  (registers the models)
 from dynconv.export import export_onnx
-
-from benchmark_record import write_record
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "cifar10"))
-from cifar10_recipe.provenance import provenance  # noqa: E402
+from dynconv.records import provenance, write_record
 
 #: the networks of the equal-time study (airbench94's layout and its dynamic variants) and the shipped tiny family
 MODELS = ("dynconv_cifar_fast_static", "dynconv_cifar_fast_dcd_routed", "dynconv_cifar_fast_dcd", "dynconv_cifar_fast",

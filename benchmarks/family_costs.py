@@ -1,6 +1,6 @@
 """What each block family costs where the ``cpu`` recipe would put it, side by side in one run on one machine.
 
-    python benchmarks/family_costs.py --out benchmarks/results/family_costs   # about 15 minutes on 2 cores
+    python -m benchmarks.family_costs --out benchmarks/results/family_costs   # about 15 minutes on 2 cores
 
 Two measurements, each alternating its candidates round by round so that a slow spell of the machine hits them all:
 
@@ -30,15 +30,11 @@ from timm.layers import BatchNormAct2d, SelectAdaptivePool2d
 from torch import nn
 
 import dynconv  # noqa: F401  (registers the models)
+from cifar10_recipe.config import resolve_config
+from cifar10_recipe.execution import autocast_context, configure_execution, uses_bf16
+from cifar10_recipe.optimization import build_optimizer
 from dynconv.layers import create_block
-
-from benchmark_record import write_record
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "cifar10"))
-from cifar10_recipe.config import resolve_config  # noqa: E402
-from cifar10_recipe.execution import autocast_context, configure_execution, uses_bf16  # noqa: E402
-from cifar10_recipe.optimization import build_optimizer  # noqa: E402
-from cifar10_recipe.provenance import provenance  # noqa: E402
+from dynconv.records import provenance, write_record
 
 # (C_in, C_out, H): airbench94's second block of each segment, at CIFAR's 32x32 after the 2x2 patch stem
 BLOCK_SHAPES = {"s1 64->64@15": (64, 64, 15), "s2 256->256@7": (256, 256, 7), "s3 256->256@3": (256, 256, 3)}

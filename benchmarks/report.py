@@ -1,6 +1,6 @@
 """Turn pytest-benchmark JSON into tables of medians and ratios (markdown for the README, CSV for the docs).
 
-    python benchmarks/report.py results.json [more.json ...] --out benchmarks/results/cpu
+    python -m benchmarks.report results.json [more.json ...] --out benchmarks/results/cpu
 
 writes ``cpu.md`` (machine line, ratio summary, table) and ``cpu.csv`` (one row per group and implementation).
 Later files override earlier ones for the same group and implementation (to refresh part of a run).

@@ -1,12 +1,12 @@
 """Forward and forward+backward time of the branch-mixing block against its floor and the naive K-conv loop.
 
 Each group is one configuration (stage shape, batch, K, pass, memory format); within it every implementation of
-:mod:`blocks` runs on the same input. ``python benchmarks/report.py`` turns the JSON into ratio tables.
+:mod:`blocks` runs on the same input. ``python -m benchmarks.report`` turns the JSON into ratio tables.
 """
 import pytest
 import torch
 
-from blocks import IMPLEMENTATIONS, INFERENCE_ONLY, pass_function, timed_rounds
+from benchmarks.blocks import IMPLEMENTATIONS, INFERENCE_ONLY, pass_function, timed_rounds
 
 # (C_in, C_out, H): the repeated block of every stage of dynconv_cifar and of dynconv_cifar_tiny
 STAGE_SHAPES = {

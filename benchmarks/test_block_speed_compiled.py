@@ -5,13 +5,13 @@ family/static ratios are also known with launch overhead and small-op costs fuse
 Fewer configurations than the eager suite (every compilation costs 10-50 s on a 2-core CPU): the repeated block of
 three stages, batch 64 (also 256 on CUDA), K as each backbone uses it (2 in ``dynconv_cifar_tiny``, 4 in
 ``dynconv_cifar``), channels-last. Each group holds one configuration and one path, named ``... eager`` or ``...
-compiled``; ``python benchmarks/report.py`` makes the same ratio tables. The default test run compiles one
+compiled``; ``python -m benchmarks.report`` makes the same ratio tables. The default test run compiles one
 configuration of two implementations at batch 2, so the path cannot rot.
 """
 import torch
-from test_block_speed import STAGE_SHAPES
 
-from blocks import IMPLEMENTATIONS, pass_function, timed_rounds
+from benchmarks.blocks import IMPLEMENTATIONS, pass_function, timed_rounds
+from benchmarks.test_block_speed import STAGE_SHAPES
 
 FAMILIES = ("fused", "floor", "static", "condconv", "dyconv", "odconv")
 # (stage, K): the backbone's own K

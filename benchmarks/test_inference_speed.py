@@ -2,7 +2,7 @@
 
 Paths: ``eager`` (eval mode), ``reparameterized`` (eager after folding every BatchNorm a block can fold), ``compiled``
 (``torch.compile``, inductor) and ``onnxruntime`` (the file :func:`dynconv.export.export_onnx` writes, CPU provider).
-Each group is one (model, batch); ``python benchmarks/throughput_report.py`` turns the JSON into images/s tables.
+Each group is one (model, batch); ``python -m benchmarks.throughput_report`` turns the JSON into images/s tables.
 """
 import pytest
 import timm
@@ -10,9 +10,8 @@ import torch
 from timm.utils import reparameterize_model
 
 import dynconv  # noqa: F401  (registers the models)
+from benchmarks.blocks import synchronize
 from dynconv.export import export_onnx
-
-from blocks import synchronize
 
 MODEL_NAMES = timm.list_models("dynconv*")
 BATCHES = (1, 64)

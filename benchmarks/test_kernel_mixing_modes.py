@@ -3,9 +3,8 @@
 import pytest
 import torch
 
+from benchmarks.blocks import synchronize
 from dynconv.layers import DyConv2d, ODConv2d
-
-from blocks import synchronize
 
 SHAPES = {"s1": (64, 64, 32), "s2": (128, 128, 16), "s3": (256, 256, 8), "tiny.s1": (32, 32, 16)}
 

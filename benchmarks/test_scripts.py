@@ -1,8 +1,7 @@
 """The standalone benchmark scripts run end to end at toy sizes in the default test run, so that they cannot rot."""
 import json
 
-import deploy_latency
-import family_costs
+from benchmarks import deploy_latency, family_costs
 
 
 def test_family_costs_writes_a_record_with_every_family_and_layout(tmp_path, monkeypatch):

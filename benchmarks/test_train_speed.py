@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import dynconv  # noqa: F401  (registers the models)
-
-from blocks import synchronize
+from benchmarks.blocks import synchronize
 
 MODEL_NAMES = timm.list_models("dynconv*")
 BATCH = 256

@@ -1,6 +1,6 @@
 """Turn whole-model pytest-benchmark JSON into images/s tables (markdown and CSV), one row per (model, batch, pass).
 
-    python benchmarks/throughput_report.py inference.json --out benchmarks/results/inference_cpu \\
+    python -m benchmarks.throughput_report inference.json --out benchmarks/results/inference_cpu \\
         --command "pytest benchmarks/test_inference_speed.py --benchmark-enable --benchmark-json inference.json"
 
 Columns are the implementations (deployment paths, or eager/compiled), each as images per second (batch / median
@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from report import load_json
+from benchmarks.report import load_json
 
 Rows = Dict[Tuple[str, int, str], Dict[str, float]]  # (model, batch, pass) -> implementation -> images/s
 

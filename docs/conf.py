@@ -1,14 +1,8 @@
 """Sphinx configuration. Tables of the model zoo and of the recipe's flags are generated from the code at build
 time, so the documentation cannot drift from what is registered."""
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "examples" / "cifar10"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dynconv  # noqa: E402
+import dynconv
 
 project = "dynconv"
 author = "dynconv developers"
@@ -44,8 +38,9 @@ html_favicon = "_static/favicon.svg"
 
 
 def _generate(app):
-    from generate_charts import write_charts
-    from generate_tables import write_tables
+    # built with ``python -m sphinx`` from the repository's root, which puts the root (and so docs/) on the path
+    from docs.generate_charts import write_charts
+    from docs.generate_tables import write_tables
 
     write_tables(Path(app.srcdir) / "generated")
     write_charts(Path(app.srcdir) / "generated")

@@ -249,7 +249,7 @@ def draw_deploy_latency(points, out: Path) -> bool:
 
 
 def write_charts(folder: Path) -> Dict[str, bool]:
-    from generate_tables import deploy_points, worth_it_rows
+    from docs.generate_tables import deploy_points, worth_it_rows
 
     folder.mkdir(parents=True, exist_ok=True)
     return {"block_cost": draw_block_costs(folder / "block_cost.png"),

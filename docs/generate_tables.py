@@ -1,7 +1,7 @@
 """Write every generated table: the documentation's, and the marked blocks of README.md and the recipe README.
 
-    python docs/generate_tables.py --readmes          # rewrite the generated blocks of the two READMEs
-    python docs/generate_tables.py --readmes --check  # exit 1 if a block is stale (tests/test_docs.py runs this)
+    python -m docs.generate_tables --readmes          # rewrite the generated blocks of the two READMEs
+    python -m docs.generate_tables --readmes --check  # exit 1 if a block is stale (tests/test_docs.py runs this)
 
 One source of truth: results come from ``examples/cifar10/results.json`` (its ``groups`` name the configurations
 summarised, as mean ± sd over their runs), the shipped weights' metadata, and the benchmark records. The Sphinx build
@@ -27,9 +27,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "examples" / "cifar10"))
 
 
 def list_table(header: Sequence[str], rows: List[Sequence[str]], widths: str = "auto") -> str:
@@ -170,7 +167,6 @@ def _params_and_mflops(name: str):
 def weights_markdown() -> str:
     """The README's table of shipped weights: their accuracy (from their metadata), size, cost and recipe."""
     import dynconv  # noqa: F401  (registers the models and their weights)
-
     from cifar10_recipe.shipping import read_metadata
 
     latency = _latency_record().get("latency", {}).get("onnxruntime B=1", {})
@@ -320,7 +316,7 @@ def stale_readmes() -> List[str]:
 
 
 def write_readmes() -> None:
-    from generate_charts import draw_worth_it
+    from docs.generate_charts import draw_worth_it
 
     blocks = readme_blocks()
     for path in READMES.values():
@@ -422,7 +418,7 @@ def recipe_tables() -> tuple:
 
 
 def benchmark_tables() -> dict:
-    from report import load_csv, ratio_summary, table
+    from benchmarks.report import load_csv, ratio_summary, table
 
     out = {}
     for path in sorted((ROOT / "benchmarks" / "results").glob("*.csv")):
@@ -459,7 +455,7 @@ def throughput_tables() -> dict:
 
 def study_table(folder: Path) -> str:
     """The equal-budget study from its records (``examples/cifar10/records/cpu-equal-budget``), and its plot."""
-    import equal_budget_study as study
+    from cifar10_recipe import equal_budget_study as study
 
     records = study.DEFAULT_RECORDS
     if not (records / "timing-branch" / "metrics.jsonl").exists():
@@ -501,7 +497,7 @@ def pretrained_table() -> str:
 def routing_tables(folder: Path) -> dict:
     """Per recorded routing inspection (``examples/cifar10/records/routing/<name>.json``): a table of every block's
     statistics, and its figure (``generated/routing_<name>.png``); ``provenance.json`` there is not an inspection."""
-    import inspect_routing
+    from cifar10_recipe import inspect_routing
 
     out = {}
     for path in sorted((ROOT / "examples" / "cifar10" / "records" / "routing").glob("*.json")):
@@ -624,7 +620,7 @@ def main(argv=None) -> int:
     if args.readmes and args.check:
         stale = stale_readmes()
         for name in stale:
-            print(f"{name}: generated blocks are stale; run python docs/generate_tables.py --readmes")
+            print(f"{name}: generated blocks are stale; run python -m docs.generate_tables --readmes")
         return 1 if stale else 0
     if args.readmes:
         write_readmes()
@@ -634,5 +630,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "examples" / "cifar10"))
     sys.exit(main())

@@ -8,13 +8,10 @@ launch only (torchrun's ``TORCHELASTIC_RESTART_COUNT`` 0), so that a restarted j
 import os
 import signal
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "examples" / "cifar10"))
-
-import train  # noqa: E402
+from cifar10_recipe import cli as train
 
 
 def main() -> int:

@@ -10,9 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "examples" / "cifar10"))
-
-import train  # noqa: E402
+from cifar10_recipe import cli as train
 
 
 def main() -> int:

@@ -1,14 +1,10 @@
 """benchmarks/airbench_anchor.py's device plumbing: what it patches off CUDA must keep the package's computation."""
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from airbench_anchor import device_plumbing, float32_whitening  # noqa: E402
+from benchmarks.airbench_anchor import device_plumbing, float32_whitening
 
 
 def test_whitening_under_bf16_autocast_is_the_float32_whitening():

@@ -15,13 +15,13 @@ from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
-from fixed_batches import FixedBatches
 from torch import nn
 
 from cifar10_recipe.config import resolve_config
 from cifar10_recipe.muon import NEWTON_SCHULZ_COEFFICIENTS
 from cifar10_recipe.presets import PRESETS, airbench_muon_sgd
 from cifar10_recipe.trainer import Trainer
+from tests.fixed_batches import FixedBatches
 
 BATCH, STEPS_PER_EPOCH, EPOCHS, WHITEN_BIAS_EPOCHS = 16, 2, 3, 2
 SIDE = 16

@@ -10,7 +10,6 @@ from typing import List, Tuple
 
 import pytest
 import torch
-from fixed_batches import FixedBatches
 from torch import nn
 
 from cifar10_recipe.config import resolve_config
@@ -18,6 +17,7 @@ from cifar10_recipe.lookahead import Lookahead
 from cifar10_recipe.optimization import lr_factor
 from cifar10_recipe.presets import PRESETS, decoupled_sgd
 from cifar10_recipe.trainer import Trainer
+from tests.fixed_batches import FixedBatches
 
 airbench_utils = pytest.importorskip("airbench.utils")
 airbench94 = pytest.importorskip("airbench.lib_airbench94")
@@ -157,6 +157,13 @@ def test_patch_whitening_is_airbenchs():
 
     init_patch_whitening(ours, images)
     airbench_utils.init_whitening_conv(theirs, images)
-    # eigenvectors are defined up to sign: compare each filter up to its sign
-    signs = torch.sign((ours.weight * theirs.weight).sum(dim=(1, 2, 3))).view(-1, 1, 1, 1)
-    torch.testing.assert_close(ours.weight, signs * theirs.weight, rtol=1e-3, atol=1e-4)
+    # eigenvectors are defined up to sign, and up to a rotation where eigenvalues nearly coincide (which LAPACK resolves
+    # differently with the thread count): compare what the filters span, sum_i w_i w_i^T = V diag(1 / (lambda + eps))
+    # V^T, and each filter's norm, 1 / sqrt(lambda + eps)
+    def spanned(conv):
+        filters = conv.weight.flatten(1).double()
+        return filters.T @ filters
+
+    torch.testing.assert_close(spanned(ours), spanned(theirs), rtol=2e-3, atol=1e-5)
+    torch.testing.assert_close(ours.weight.flatten(1).norm(dim=1), theirs.weight.flatten(1).norm(dim=1), rtol=1e-3,
+                               atol=1e-6)

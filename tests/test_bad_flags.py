@@ -6,7 +6,7 @@ import urllib.error
 import pytest
 import timm
 
-import train
+from cifar10_recipe import cli as train
 from cifar10_recipe.checkpoint import save_weights
 from cifar10_recipe.config import resolve_config
 

@@ -8,9 +8,8 @@ from timm.utils import reparameterize_model
 
 from dynconv import DCDConv2d, RoutingRecorder, attention_statistics, create_block, set_temperature
 from dynconv.layers import KernelMixingBlock
-
-from dcd_reference import dcd_conv, dcd_params
-from reference import randomize_batchnorms
+from tests.dcd_reference import dcd_conv, dcd_params
+from tests.reference import randomize_batchnorms
 
 # (in_channels, out_channels, kernel_size, stride, groups, dilation, pool_size, batch, size)
 GEOMETRIES = [

@@ -37,7 +37,7 @@ def test_the_anchor_stage_trains_airbench94_and_writes_its_record(fake_cifar_roo
     # one 1024-image step only (seconds on 2 cores): the plumbing is what is tested here
     assert 0 <= run["test_acc"] <= 1 and 0 <= run["test_acc_tta"] <= 1 and run["train_s"] > 0 and run["eval_s"] > 0
     assert record["epochs"] == 1 and record["subset"] == 1024 and record["precision"] in ("float32", "bf16")
-    assert record["provenance"]["command"].startswith("python benchmarks/airbench_anchor.py --device cpu")
+    assert record["provenance"]["command"].startswith("python -m benchmarks.airbench_anchor --device cpu")
 
 
 def test_the_preset_stage_trains_and_collects_weights(fake_cifar_root, tmp_path):

@@ -7,8 +7,7 @@ import timm
 import torch
 
 import dynconv  # noqa: F401  (registers the models)
-
-import equal_budget_study as study
+from cifar10_recipe import equal_budget_study as study
 
 
 def _timing_record(records, variant, train_s_subset, eval_s):

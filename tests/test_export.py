@@ -14,8 +14,7 @@ import dynconv  # noqa: F401  (registers the models)
 from dynconv import DynConvNet, DynConvNetCfg
 from dynconv.export import export_onnx, export_program
 from dynconv.layers import block_kinds
-
-from reference import randomize_batchnorms
+from tests.reference import randomize_batchnorms
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

@@ -13,8 +13,7 @@ from dynconv.layers import (
     init_identity_,
 )
 from dynconv.models.dynconvnet import MODEL_CFGS
-
-from families import DYNAMIC_KINDS, LAYERS, STATIC_KERNEL
+from tests.families import DYNAMIC_KINDS, LAYERS, STATIC_KERNEL
 
 
 @pytest.mark.parametrize("kind", DYNAMIC_KINDS)

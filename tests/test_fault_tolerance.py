@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
 from cifar10_recipe import checkpoint
+from cifar10_recipe import cli as train
 from cifar10_recipe.checkpoint import CheckpointError, load_checkpoint, load_weights
 from cifar10_recipe.config import resolve_config
 from cifar10_recipe.run_manager import STOPPED_EXIT_STATUS

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-import inspect_routing
-import train
+from cifar10_recipe import cli as train
+from cifar10_recipe import inspect_routing
 
 pytestmark = pytest.mark.slow  # a training run per family
 

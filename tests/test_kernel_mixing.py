@@ -10,8 +10,7 @@ from torch import nn
 from dynconv import CondConv2d, DyConv2d, DynamicBlock, ODConv2d, create_block, set_temperature, temperature_schedule
 from dynconv.layers import KernelMixingBlock, MixedKernelConv2d
 from dynconv.layers.kernel_mixing import GROUPED_MIN_PIXELS_CPU, select_mode
-
-from reference import randomize_batchnorms
+from tests.reference import randomize_batchnorms
 
 # (in_channels, out_channels, kernel_size, stride, groups, batch, size)
 SHAPES = [

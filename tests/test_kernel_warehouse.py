@@ -8,8 +8,7 @@ from torch import nn
 
 from dynconv import set_init_blend
 from dynconv.layers import KWConv2d, KWLinear, SharingScope, create_block
-
-import kw_reference as ref
+from tests import kw_reference as ref
 
 # layers of different shapes in one range: (C_in, C_out, k, stride)
 SHARED = [(16, 32, 3, 1), (32, 32, 3, 2), (32, 64, 1, 1)]

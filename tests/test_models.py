@@ -10,8 +10,7 @@ import torch
 from dynconv.layers import DCDLinear
 from dynconv.models import list_models
 from dynconv.models.dynconvnet import MODEL_CFGS
-
-from reference import randomize_batchnorms
+from tests.reference import randomize_batchnorms
 
 ALL_MODEL_NAMES = list_models()
 # like timm's own generic tests, the full contract skips the largest models (over 80M parameters, each 5-15 s to
@@ -53,11 +52,12 @@ def test_backward_reaches_every_parameter(name):
     # at seed 2), and the test would depend on what ran before it
     torch.manual_seed(0)
     model = timm.create_model(name)
-    with torch.no_grad():  # timm's ResNets zero the last BatchNorm of every block, which stops gradients at init
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.fill_(1.0)
-    model(_input(model)).logsumexp(dim=1).mean().backward()
+    x = _input(model)
+    # BatchNorms in eval mode, with statistics measured on x and non-zero affine maps (timm's ResNets zero the last
+    # one of every block): a train-mode BatchNorm subtracts a per-channel constant, so the shift that adds one before
+    # it (DCD's latent norm, in front of the block's norm) gets a gradient of exactly zero up to rounding
+    randomize_batchnorms(model, calibrate_on=x)
+    model(x).logsumexp(dim=1).mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, f"no gradient reaches {missing}"
 

@@ -5,10 +5,9 @@ import timm
 import torch
 
 import dynconv  # noqa: F401  (registers the models)
-from dynconv.layers import Router
-
 from cifar10_recipe.config import TrainConfig
 from cifar10_recipe.optimization import build_optimizer
+from dynconv.layers import Router
 
 
 def _routing_ids(model):

@@ -5,8 +5,7 @@ import torch
 from timm.layers import CondConv2d as TimmCondConv2d
 
 from dynconv import CondConv2d, DyConv2d, ODConv2d
-
-import paper_reference
+from tests import paper_reference
 
 # (in_channels, out_channels, kernel_size, stride, groups, num_experts)
 GEOMETRIES = [(4, 6, 3, 1, 1, 3), (6, 4, 3, 2, 2, 2), (8, 8, 5, 1, 4, 4), (3, 5, 1, 2, 1, 3), (4, 4, 3, 1, 1, 1),

@@ -7,7 +7,6 @@ import timm
 import torch
 
 import dynconv  # noqa: F401  (registers the models)
-
 from cifar10_recipe.shipping import check_part, count_correct, read_metadata
 
 PRETRAINED = timm.list_models("dynconv*", pretrained=True)
@@ -78,9 +77,9 @@ def test_count_correct_on_known_predictions():
 @pytest.mark.slow  # trains a run first
 def test_collect_and_ship_a_finished_run(fake_cifar_root, tmp_path):
     """train.py -> collect_weights.py (float16) -> ship_weights.py: the shipped file loads through timm's file=."""
-    import collect_weights
-    import ship_weights
-    import train
+    from cifar10_recipe import cli as train
+    from cifar10_recipe import collect_weights
+    from tools import ship_weights
 
     run_dir = tmp_path / "static-run"
     assert train.main(["--preset", "tiny", "--block", "static", "--subset", "512", "--test-subset", "256",

@@ -3,7 +3,7 @@ import shlex
 
 import torch
 
-from cifar10_recipe.provenance import provenance
+from dynconv.records import provenance
 
 
 def test_the_recorded_command_pastes_back_to_the_same_arguments():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-import train
+from cifar10_recipe import cli as train
 from cifar10_recipe import run_manager
 from cifar10_recipe.config import TrainConfig, model_arguments, resolve_config, resumable_fields, upgrade_config_dict
 from cifar10_recipe.optimization import lr_factor

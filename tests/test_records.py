@@ -10,14 +10,12 @@
 import functools
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Set
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
-import generate_tables  # noqa: E402
+from docs import generate_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "examples" / "cifar10" / "records"

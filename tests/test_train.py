@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from cifar10_recipe import cli as train
 from cifar10_recipe.checkpoint import load_weights
 from cifar10_recipe.config import TrainConfig, resolve_config
 from cifar10_recipe.optimization import lr_factor

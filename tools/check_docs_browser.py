@@ -2,8 +2,8 @@
 internal link, a console error. Saves a full-page screenshot of each page looked at.
 
     .venv/bin/pip install -e ".[docs,browser]"   # and Debian's chromium: apt install chromium
-    .venv/bin/python tools/check_docs_browser.py --out runs/docs-screenshots      # builds the docs first
-    .venv/bin/python tools/check_docs_browser.py --html docs/_build/html --out runs/docs-screenshots
+    .venv/bin/python -m tools.check_docs_browser --out runs/docs-screenshots      # builds the docs first
+    .venv/bin/python -m tools.check_docs_browser --html docs/_build/html --out runs/docs-screenshots
 
 Headless Chromium (``/usr/bin/chromium``, driven by Playwright) loads each page from a local HTTP server. Exit status
 0 when every page is clean, 1 with one line per problem otherwise, 2 when no browser is available.
@@ -36,7 +36,7 @@ def find_chromium() -> Optional[str]:
 def build_docs(out: Path) -> Path:
     """Build the HTML documentation with warnings as errors into ``out``."""
     subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-d",
-                    str(out / ".doctrees"), str(ROOT / "docs"), str(out)], check=True)
+                    str(out / ".doctrees"), str(ROOT / "docs"), str(out)], check=True, cwd=ROOT)
     return out
 
 

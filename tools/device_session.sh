@@ -28,7 +28,7 @@ stages=" ${STAGES:-fast anchor airbench94 benchmarks fast_compile} "
             local start=$SECONDS; timeout "$limit" "$@"; echo "== stage $name: exit $?, $((SECONDS - start))s"; }
   stage fast "${FAST_S:-90}" bash examples/cifar10/gpu_fast.sh
   # airbench's own code on the same card and data (tests/test_device_session.py dry-runs it on the CPU)
-  stage anchor "${ANCHOR_S:-60}" "$PYTHON" benchmarks/airbench_anchor.py --device "${DEVICE:-cuda}" \
+  stage anchor "${ANCHOR_S:-60}" "$PYTHON" -m benchmarks.airbench_anchor --device "${DEVICE:-cuda}" \
     ${ANCHOR_ARGS:---runs 3} --work-dir "$OUT/airbench-work" --out "$OUT/airbench94_${DEVICE:-cuda}.json"
   # our reproduction of airbench94's recipe (the airbench94 preset, static blocks) beside it
   stage airbench94 "${AIRBENCH94_S:-50}" env PRESET=airbench94 NAME=airbench94 RUNS="${AIRBENCH94_RUNS:-3}" \

@@ -22,6 +22,8 @@ import timm
 import torch
 import torch.distributed as dist
 
+from dynconv.records import provenance
+
 from .checkpoint import (
     BEST,
     CheckpointError,
@@ -47,7 +49,6 @@ from .data import Cifar10, load_cifar10
 from .distributed import SINGLE_PROCESS, Distributed, init_distributed
 from .execution import autocast_context, configure_execution, resolve_device, uses_bf16
 from .loaders import build_loaders, epoch_seed
-from .provenance import provenance
 from .report import epoch_line, plot_curves, spread, write_metrics
 from .trainer import (
     EpochProgress,

@@ -1,7 +1,10 @@
-"""Where a recorded number comes from: the commit, the command, the machine and the versions it was measured with.
+"""Records of measurements: where a recorded number comes from (the commit, the command, the machine and the versions
+it was measured with), and the writer of a standalone benchmark's record.
 
-Every run writes this into its ``summary.json``, so a committed record names what produced it.
+Every training run of the recipe writes :func:`provenance` into its ``summary.json`` and every benchmark into its
+record, so a committed number names what produced it.
 """
+import json
 import os
 import platform
 import shlex
@@ -14,7 +17,8 @@ from typing import Any, Dict, List, Optional
 import timm
 import torch
 
-_REPO = Path(__file__).resolve().parents[3]
+# the checkout the library runs from (an installed copy outside git gives no commit)
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def git_commit(repo: Path = _REPO) -> Optional[str]:
@@ -40,13 +44,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _this_command() -> List[str]:
+    """This process's command line after ``python``: ``-m package.module ...`` for a module run as a script."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name not in ("__main__", None):
+        return ["-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]]
+    return sys.argv
+
+
 def provenance(device: torch.device, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Commit, command line (shell-quoted, so that a flag such as ``--model-kwargs '{"k": 1}'`` pastes back as it
     ran), date, machine (CPU, cores, GPU) and versions, for a run's summary."""
-    argv = sys.argv if argv is None else argv
     return {
         "commit": git_commit(),
-        "command": shlex.join(["python", *argv]),
+        "command": shlex.join(["python", *(_this_command() if argv is None else argv)]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
@@ -54,3 +65,11 @@ def provenance(device: torch.device, argv: Optional[List[str]] = None) -> Dict[s
         },
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__},
     }
+
+
+def write_record(out: Path, record: Dict[str, Any], markdown: str) -> None:
+    """Write ``<out>.json`` and ``<out>.md`` (creating the folder) and print the table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
