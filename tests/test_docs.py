@@ -2,16 +2,14 @@
 import importlib
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dynconv.models import list_models
+from tools import check_docs_browser
 
 DOCS = Path(__file__).parents[1] / "docs"
-sys.path.insert(0, str(DOCS.parent / "tools"))
-import check_docs_browser  # noqa: E402  (tools/ is not a package)
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +43,13 @@ def test_api_reference_covers_every_public_name(module_name):
 
 def test_api_reference_lists_every_registered_model():
     api = (DOCS / "api.rst").read_text()
-    missing = [name for name in list_models() if not re.search(rf"\.(dynconvnet|paper_nets)\.{name}\n", api)]
+    modules = "dynconvnet|paper_nets|kernelwarehouse_nets"
+    missing = [name for name in list_models() if not re.search(rf"\.({modules})\.{name}\n", api)]
     assert not missing, f"docs/api.rst does not list the entry points {missing}"
 
 
 def test_block_cost_chart_divides_by_the_static_layer_of_the_same_group(tmp_path):
-    sys.path.insert(0, str(DOCS))
-    from generate_charts import relative_block_costs
+    from docs.generate_charts import relative_block_costs
 
     table = tmp_path / "bench.csv"
     table.write_text("group,implementation,median_s\n"
@@ -66,8 +64,7 @@ def test_block_cost_chart_divides_by_the_static_layer_of_the_same_group(tmp_path
 
 
 def test_compiled_block_chart_pairs_each_path_with_its_own_baseline(tmp_path):
-    sys.path.insert(0, str(DOCS))
-    from generate_charts import compiled_block_ratios
+    from docs.generate_charts import compiled_block_ratios
 
     table = tmp_path / "bench_compiled.csv"
     group = "s1 8->8@4 B=64 K=2 {mode} channels_last {path}"
@@ -87,16 +84,14 @@ def test_compiled_block_chart_pairs_each_path_with_its_own_baseline(tmp_path):
 
 
 def test_generated_readme_blocks_are_current():
-    sys.path.insert(0, str(DOCS))
-    import generate_tables
+    from docs import generate_tables
 
     stale = generate_tables.stale_readmes()
-    assert not stale, f"{stale}: regenerate with python docs/generate_tables.py --readmes"
+    assert not stale, f"{stale}: regenerate with python -m docs.generate_tables --readmes"
 
 
 def test_readme_blocks_are_replaced_between_their_markers_only():
-    sys.path.insert(0, str(DOCS))
-    from generate_tables import replace_blocks
+    from docs.generate_tables import replace_blocks
 
     text = "a\n<!-- generated:x -->\nold\n<!-- /generated:x -->\nb\n"
     assert replace_blocks(text, {"x": "new\n"}) == "a\n<!-- generated:x -->\nnew\n<!-- /generated:x -->\nb\n"

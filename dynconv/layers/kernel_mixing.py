@@ -280,14 +280,18 @@ class ExpertConv2d(DynamicConv, nn.Module):
         return self.weight.view(self.num_experts, self.out_channels, self.in_channels // self.groups,
                                 *self.kernel_size)
 
-    def resolve_mode(self, x: torch.Tensor, dense: bool, unfolds: bool = False) -> str:
-        """This call's form (:func:`select_mode`): ``dense`` says whether output mixing is available, ``unfolds``
-        whether it unfolds the input (ODConv's does, to scale the taps)."""
+    #: Whether the dense form unfolds the input (ODConv's scales the taps there), which adds to its activations.
+    unfolds_input = False
+
+    def resolve_mode(self, x: torch.Tensor) -> str:
+        """This call's form (:func:`select_mode`): output mixing where the layer has it, with K outputs (and the
+        unfolded input) as its extra activations."""
         out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
         pixels = out_h * out_w
-        kernel_numel = self.out_channels * self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
-        patches = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * pixels if unfolds else 0
-        return select_mode(self.mode, x, dense="outputs" if dense else None, kernel_numel=kernel_numel,
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        patches = self.in_channels * taps * pixels if self.unfolds_input else 0
+        return select_mode(self.mode, x, dense="outputs" if "outputs" in self.supported_modes else None,
+                           kernel_numel=self.out_channels * self.in_channels // self.groups * taps,
                            dense_numel=patches + self.num_experts * self.out_channels * pixels, output_pixels=pixels)
 
     def extra_repr(self) -> str:
@@ -331,6 +335,5 @@ class MixedKernelConv2d(ExpertConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.weight.dtype)
-        # mixed_kernel_conv2d resolves "auto" itself
         return self.add_shift(mixed_kernel_conv2d(x, self.routing(x), self.experts, self.bias, self.stride,
-                                                  self.padding, self.dilation, self.groups, self.mode))
+                                                  self.padding, self.dilation, self.groups, self.resolve_mode(x)))

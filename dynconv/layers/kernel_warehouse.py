@@ -314,7 +314,7 @@ class KWConv2d(DynamicConv, nn.Module):
         >>> stage = SharingScope()
         >>> first, second = KWConv2d(16, 32, sharing=stage), KWConv2d(32, 32, sharing=stage)
         >>> stage.close()
-        >>> second(first(torch.randn(2, 16, 8, 8))).shape, second.warehouse is first.warehouse
+        >>> second(first(torch.randn(2, 16, 8, 8))).shape, second.shared_warehouse is first.warehouse
         (torch.Size([2, 32, 8, 8]), True)
     """
 

@@ -131,6 +131,8 @@ class ODConv2d(ExpertConv2d):
                                        rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor,
                                        temperature=temperature, **dd)
 
+    unfolds_input = True
+
     def _mixed_outputs(self, x: torch.Tensor, spatial: Optional[torch.Tensor], kernel: Optional[torch.Tensor]
                        ) -> torch.Tensor:
         """``conv(x, sum_k a_k (s * W_k)) = sum_k a_k (W_k @ (s * unfold(x)))``: the spatial attention s scales the
@@ -142,12 +144,13 @@ class ODConv2d(ExpertConv2d):
         patches = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
         taps = self.kernel_size[0] * self.kernel_size[1]
         if spatial is not None:
-            patches = (patches.view(batch, self.in_channels, taps, -1) * spatial.view(batch, 1, taps, 1).to(
-                x.dtype)).view(batch, self.in_channels * taps, -1)
+            pixels = out_h * out_w
+            patches = (patches.view(batch, self.in_channels, taps, pixels) * spatial.view(batch, 1, taps, 1).to(
+                x.dtype)).view(batch, self.in_channels * taps, pixels)
         experts = self.weight.view(self.num_experts * self.out_channels, self.in_channels * taps).to(x.dtype)
         out = torch.matmul(experts, patches)  # (B, K * C_out, H' * W')
         if kernel is not None:
-            out = mix_branches(out.view(batch, -1, out_h, out_w), kernel)
+            out = mix_branches(out.view(batch, self.num_experts * self.out_channels, out_h, out_w), kernel)
         return out.view(batch, self.out_channels, out_h, out_w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +158,7 @@ class ODConv2d(ExpertConv2d):
         channel, filters, spatial, kernel = self.attention(x)
         batch = x.shape[0]
         x = x * channel[:, :, None, None].to(x.dtype)
-        mode = self.resolve_mode(x, dense="outputs" in self.supported_modes, unfolds=True)
+        mode = self.resolve_mode(x)
         if mode == "outputs":
             out = self._mixed_outputs(x, spatial, kernel)
         else:
