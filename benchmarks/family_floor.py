@@ -95,31 +95,40 @@ def _call(module: nn.Module, x: torch.Tensor, backward: bool, autocast) -> Calla
     return run
 
 
-def median_times(candidates: Dict[str, Callable[[], None]], rounds: int) -> Dict[str, float]:
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels run asynchronously: wait for them inside the timed span
+
+
+def median_times(candidates: Dict[str, Callable[[], None]], rounds: int,
+                 device: torch.device = torch.device("cpu")) -> Dict[str, float]:
     """Median seconds per call of each candidate, alternated round by round after one warm-up call each."""
     for run in candidates.values():
         run()
     times: Dict[str, List[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, run in candidates.items():
+            _synchronize(device)
             start = time.perf_counter()
             run()
+            _synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def table(rounds: int, batches: Optional[List[int]]) -> List[Dict]:
+def table(rounds: int, batches: Optional[List[int]], device: torch.device) -> List[Dict]:
     rows = []
     for shape, (in_channels, out_channels, size, default_batch, _) in TABLE_SHAPES.items():
         for batch in batches or [default_batch]:
             torch.manual_seed(0)
-            layers = table_layers(in_channels, out_channels)
-            x = torch.randn(batch, in_channels, size, size)
+            layers = {name: layer.to(device) for name, layer in table_layers(in_channels, out_channels).items()}
+            x = torch.randn(batch, in_channels, size, size, device=device)
             for precision in ("float32", "bf16"):
-                autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
+                autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+                            else nullcontext())
                 for pass_ in ("forward", "forward_backward"):
                     times = median_times({name: _call(layer, x, pass_ != "forward", autocast)
-                                          for name, layer in layers.items()}, rounds)
+                                          for name, layer in layers.items()}, rounds, device)
                     rows.append({"shape": shape, "batch": batch, "precision": precision, "pass": pass_,
                                  "seconds": times})
                     print(f"{shape} B{batch} {precision} {pass_}: " + ", ".join(
@@ -133,17 +142,17 @@ def _mode_layer(family: str, shape: Tuple[int, ...], mode: str) -> nn.Module:
     return MODE_FAMILIES[family](in_channels, out_channels, kernel, groups=groups, mode=mode, **experts)
 
 
-def modes(rounds: int) -> List[Dict]:
+def modes(rounds: int, device: torch.device) -> List[Dict]:
     rows = []
     for shape, geometry in MODE_SHAPES.items():
         in_channels, _, size, batch, _, _ = geometry
         torch.manual_seed(0)
-        x = torch.randn(batch, in_channels, size, size)
+        x = torch.randn(batch, in_channels, size, size, device=device)
         for family in MODE_FAMILIES:
-            auto = _mode_layer(family, geometry, "auto")
-            candidates = {mode: _call(_mode_layer(family, geometry, mode), x, True, nullcontext())
+            auto = _mode_layer(family, geometry, "auto").to(device)
+            candidates = {mode: _call(_mode_layer(family, geometry, mode).to(device), x, True, nullcontext())
                           for mode in auto.computation_modes() if mode != "auto"}
-            times = median_times(candidates, rounds)
+            times = median_times(candidates, rounds, device)
             rows.append({"shape": shape, "family": family, "batch": batch, "seconds": times,
                          "auto": auto.resolve_mode(x)})
             print(f"modes {shape} {family}: auto {rows[-1]['auto']}; " + ", ".join(
@@ -153,7 +162,8 @@ def modes(rounds: int) -> List[Dict]:
 
 def _markdown(record: Dict) -> str:
     names = list(record["table"][0]["seconds"])
-    lines = [f"# Dynamic convolutions against their floor ({record['provenance']['machine']['cpu']})", "",
+    machine = record["provenance"]["machine"]
+    lines = [f"# Dynamic convolutions against their floor ({machine['gpu'] or machine['cpu']})", "",
              f"Median of {record['rounds']} alternated rounds, bare layers, K = {K}; ratio to a static nn.Conv2d of "
              f"the same shape in the same run. Command: `{record['provenance']['command']}`, commit "
              f"{record['provenance']['commit']}.", "",
@@ -179,11 +189,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds per measurement")
     parser.add_argument("--batches", type=int, nargs="*", help="table: these batches at every shape instead")
     parser.add_argument("--skip-modes", action="store_true", help="only the table")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 rows use autocast on that device)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
+    device = torch.device(args.device)
     record = {"rounds": args.rounds, "num_experts": K, "threads": torch.get_num_threads(),
-              "provenance": provenance(torch.device("cpu")), "table": table(args.rounds, args.batches),
-              "modes": [] if args.skip_modes else modes(args.rounds)}
+              "provenance": provenance(device), "table": table(args.rounds, args.batches, device),
+              "modes": [] if args.skip_modes else modes(args.rounds, device)}
     write_record(args.out, record, _markdown(record))
     return 0
 

@@ -57,7 +57,7 @@ TINY_TRAINING = "--subset 64 --test-subset 32 --epochs 1 --batch-size 32 --warmu
 # one configuration of each benchmark file the stages run: the eager block suite, the compiled block suite (both
 # paths) and the whole-model training benchmark
 BENCH_SELECT = "tiny.s3-1-2-forward-contiguous or tiny.s1-2-64-forward-fused or dynconv_cifar_tiny_static-eager"
-OTHER_STAGES = "fast fast_compile coursework benchmarks blocks_compiled throughput"
+OTHER_STAGES = "fast fast_compile coursework benchmarks blocks_compiled throughput family_floor"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,8 @@ def other_stages(fake_cifar_root, tmp_path_factory):
     log = _session(OTHER_STAGES, out, fake_cifar_root, EXTRA_ARGS=TINY_TRAINING, BENCH_SELECT=BENCH_SELECT,
                    RUNS="1", FAST_COMPILE_RUNS="1", COURSEWORK_SEEDS="0", COURSEWORK_ARGS="--channels-last --workers 0",
                    FAST_S="300", FAST_COMPILE_S="300", COURSEWORK_S="300", BENCH_S="300", BLOCKS_COMPILED_S="300",
-                   THROUGHPUT_S="300")
+                   THROUGHPUT_S="300", FAMILY_FLOOR_S="300",
+                   FAMILY_FLOOR_ARGS="--rounds 1 --batches 2 --skip-modes")
     return log, out
 
 
@@ -99,6 +100,8 @@ def test_the_benchmark_stages_write_their_tables(other_stages):
     assert {b["extra_info"]["path"] for b in compiled} == {"eager", "compiled"}
     (throughput,) = json.loads((out / "train_throughput.json").read_text())["benchmarks"]
     assert throughput["extra_info"]["model"] == "dynconv_cifar_tiny_static"
+    floor = json.loads((out / "family_floor_cpu.json").read_text())
+    assert {row["batch"] for row in floor["table"]} == {2} and "static" in floor["table"][0]["seconds"]
 
 
 def test_the_carry_holds_timm_and_airbench_with_their_versions(tmp_path):

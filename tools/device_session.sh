@@ -10,6 +10,7 @@
 #   (measured on an H200, 2026-11-30: fast 79 s for 5 seeds with the data build; fast_compile 117 s, since compiling
 #   takes about 30 s per graph and the whitening bias freezing after 3 epochs makes a second graph)
 #   optional stages: throughput (THROUGHPUT_S=150), whole-model training images/s eager vs compiled;
+#   family_floor (FAMILY_FLOOR_S=150, FAMILY_FLOOR_ARGS), every block family beside its floor;
 #   blocks_compiled (BLOCKS_COMPILED_S=240), the block benchmarks compiled beside eager
 #   COURSEWORK_SEEDS="0 1"   (environment overrides; e.g. the whole 50-epoch coursework run alone, ~10 minutes:
 #   STAGES=coursework COURSEWORK_SEEDS=0 COURSEWORK_S=560)
@@ -45,6 +46,9 @@ stages=" ${STAGES:-fast anchor airbench94 benchmarks fast_compile} "
   # (small) and fast presets' models and their static twins
   stage throughput "${THROUGHPUT_S:-150}" "$PYTHON" -m pytest benchmarks/test_train_speed.py --device "${DEVICE:-cuda}" \
     --benchmark-enable -q -p no:cacheprovider -k "${BENCH_SELECT:-tiny or small or fast}" --benchmark-json "$OUT/train_throughput.json"
+  # optional: every block family beside its floor (benchmarks/family_floor.py's table and mode check) on the card
+  stage family_floor "${FAMILY_FLOOR_S:-150}" "$PYTHON" -m benchmarks.family_floor --device "${DEVICE:-cuda}" \
+    ${FAMILY_FLOOR_ARGS:-} --out "$OUT/family_floor_${DEVICE:-cuda}"
   stage coursework "${COURSEWORK_S:-255}" env SEEDS="${COURSEWORK_SEEDS:-0 1}" WORKERS=6 \
     LIMIT_S=$(( ${COURSEWORK_S:-255} - 15 )) EXTRA_ARGS="${COURSEWORK_ARGS:---channels-last --compile default} ${EXTRA_ARGS:-}" \
     bash examples/cifar10/gpu_coursework.sh
