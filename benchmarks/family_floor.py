@@ -95,13 +95,13 @@ def _call(module: nn.Module, x: torch.Tensor, backward: bool, autocast) -> Calla
     return run
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
+def _synchronize(device: Optional[torch.device]) -> None:
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)  # kernels run asynchronously: wait for them inside the timed span
 
 
 def median_times(candidates: Dict[str, Callable[[], None]], rounds: int,
-                 device: torch.device = torch.device("cpu")) -> Dict[str, float]:
+                 device: Optional[torch.device] = None) -> Dict[str, float]:
     """Median seconds per call of each candidate, alternated round by round after one warm-up call each."""
     for run in candidates.values():
         run()
