@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from cifar10_recipe import cli as train
-from cifar10_recipe import run_manager
+from cifar10_recipe import run_manager, run_setup
 from cifar10_recipe.config import TrainConfig, model_arguments, resolve_config, resumable_fields, upgrade_config_dict
+from cifar10_recipe.evaluation import tta_logits
 from cifar10_recipe.optimization import lr_factor
-from cifar10_recipe.trainer import tta_logits
 from cifar10_recipe.whitening import init_patch_whitening
 
 QUICK = ["--preset", "tiny", "--subset", "512", "--test-subset", "128", "--batch-size", "64", "--deterministic",
@@ -62,7 +62,7 @@ def test_whitened_stem_trains_its_bias_only(fake_cifar_root, tmp_path):
     weights, _ = load_checkpoint(run_dir / "checkpoints")
     config = resolve_config("tiny", {"model": "dynconv_cifar_fast", "data_dir": str(fake_cifar_root)})
     from cifar10_recipe.data import load_cifar10
-    from cifar10_recipe.trainer import build_model, whiten_stem
+    from cifar10_recipe.model_setup import build_model, whiten_stem
 
     model = build_model(config, torch.device("cpu"))
     whiten_stem(model, load_cifar10(str(fake_cifar_root)).subset(128).train_images, config.normalization)
@@ -198,7 +198,7 @@ def test_the_best_weights_are_the_weight_average(fake_cifar_root, tmp_path):
     averaged, _ = load_weights(run_dir / "checkpoints" / "best.safetensors")
     assert not torch.equal(trained["head.fc.weight"], averaged["head.fc.weight"])
     recorded = _history(run_dir)[-1]["test_acc"]
-    assert run_manager.evaluate_checkpoint(run_dir / "checkpoints" / "best.safetensors",
+    assert run_setup.evaluate_checkpoint(run_dir / "checkpoints" / "best.safetensors",
                                            {"tta": 0})["test_acc"] == recorded
 
 
@@ -229,7 +229,7 @@ def test_saved_configs_of_earlier_versions_are_upgraded():
 def test_model_kwargs_reach_the_model():
     """``--model-kwargs`` sets what has no flag of its own: here a dynamic block in the second position of each
     segment only, a routing temperature, branch kernel sizes (1, 3)."""
-    from cifar10_recipe.trainer import build_model
+    from cifar10_recipe.model_setup import build_model
 
     config = resolve_config("tiny", {"model_kwargs": '{"num_experts": [[1, 2], [1, 2], [1, 2]], "temperature": 2.0}'})
     assert model_arguments(config) == {"num_classes": 10, "num_experts": [[1, 2], [1, 2], [1, 2]], "temperature": 2.0}

@@ -12,7 +12,8 @@ from .checkpoint import CheckpointError
 from .config import add_config_arguments, presets_help
 from .data import DatasetError
 from .presets import PRESETS
-from .run_manager import STOPPED_EXIT_STATUS, RunStopped, TrainingError, evaluate_checkpoint, open_run
+from .run_manager import STOPPED_EXIT_STATUS, RunStopped, TrainingError
+from .run_setup import evaluate_checkpoint, open_run
 
 RUN_FLAGS = ("preset", "resume", "eval", "allow_config_change")
 

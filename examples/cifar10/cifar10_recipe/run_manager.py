@@ -1,71 +1,47 @@
 """The run manager: a run folder and what happens in it.
 
 A run folder holds ``config.json`` (the preset's name and every resolved field), ``metrics.jsonl`` (one line per
-epoch), ``curves.png``, ``summary.json`` and ``checkpoints/``. The run manager starts a run in a new folder or
-resumes one (``--resume auto``: whichever the folder calls for), checks everything a user can get wrong before it
-writes anything, trains ``--runs`` seeds in ``seed<N>/`` folders of their own (each a complete, resumable run folder),
-writes checkpoints at epoch ends and, on a stop signal or ``--checkpoint-every``, between steps, and evaluates
-checkpoints. The training itself is the :class:`~cifar10_recipe.trainer.Trainer`'s.
+epoch), ``curves.png``, ``summary.json`` and ``checkpoints/``. The run manager trains ``--runs`` seeds in
+``seed<N>/`` folders of their own (each a complete, resumable run folder), evaluates, keeps the best weights, and
+writes checkpoints at epoch ends and, on a stop signal or ``--checkpoint-every``, between steps
+(:mod:`~cifar10_recipe.step_control`). The training itself is the :class:`~cifar10_recipe.trainer.Trainer`'s; what
+is checked before a run starts is :mod:`~cifar10_recipe.run_setup`'s.
 """
 import dataclasses
 import json
-import signal
 import statistics
 import sys
-import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import timm
 import torch
-import torch.distributed as dist
 
 from dynconv.records import provenance
 
 from .checkpoint import (
     BEST,
-    CheckpointError,
     checkpoint_position,
     describe,
-    has_checkpoint,
     load_newest_valid,
-    load_weights,
     remove_temporaries,
     save_checkpoint,
     save_weights,
 )
-from .config import (
-    TrainConfig,
-    checkpoint_interval,
-    config_differences,
-    load_config_file,
-    resolve_config,
-    resumable_fields,
-    upgrade_config_dict,
-)
-from .data import Cifar10, load_cifar10
-from .distributed import SINGLE_PROCESS, Distributed, init_distributed
-from .execution import autocast_context, configure_execution, resolve_device, uses_bf16
+from .config import TrainConfig
+from .data import Cifar10
+from .distributed import SINGLE_PROCESS, Distributed
+from .epoch import EpochProgress, NonFiniteLossError, ProgressBar, TrainingStopped, set_rng_state
+from .execution import configure_execution, uses_bf16
 from .loaders import build_loaders, epoch_seed
 from .report import epoch_line, plot_curves, spread, write_metrics
-from .trainer import (
-    EpochProgress,
-    NonFiniteLossError,
-    Trainer,
-    TrainingStopped,
-    build_model,
-    check_model,
-    evaluate,
-    set_rng_state,
-)
+from .step_control import CheckpointAndStop, StopSignals
+from .trainer import Trainer
 
 #: Exit status of a run stopped by SIGTERM or SIGINT after writing a resumable checkpoint (sysexits' EX_TEMPFAIL:
 #: "a temporary failure; the user is invited to retry"), so that a job script can tell it from a failure (2).
 STOPPED_EXIT_STATUS = 75
-#: With several processes, steps between two agreements on a stop signal (each costs an all-reduce).
-SIGNAL_POLL_EVERY = 4
 
 
 class TrainingError(RuntimeError):
@@ -76,75 +52,16 @@ class RunStopped(RuntimeError):  # noqa: N818 (a requested stop, not an error)
     """The run stopped on a signal after writing a resumable checkpoint; the message says how to resume."""
 
 
-class StopSignals:
-    """Context manager turning SIGTERM and SIGINT into a request to stop after the current step (:attr:`received`
-    names the signal); a second SIGINT interrupts at once, as Ctrl-C twice does elsewhere. Outside the main thread
-    (where Python cannot set handlers) it does nothing."""
+@dataclasses.dataclass
+class RunState:
+    """Where a run is: its finished epochs' metrics, its best evaluated epoch, and, inside an epoch, the progress
+    a checkpoint left and the lr that epoch started with."""
 
-    def __init__(self):
-        self.received: Optional[str] = None
-        self._previous: Dict[int, Any] = {}
-
-    def _handle(self, number, frame) -> None:
-        if self.received is not None and number == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(number).name
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGTERM, signal.SIGINT):
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous.clear()
-
-
-def resolve_run(preset: str, overrides: Dict[str, Any], resume: Optional[str] = None,
-                allow_config_change: bool = False) -> Tuple[TrainConfig, Path, str, Optional[str]]:
-    """The configuration, run folder, preset name and way of starting (``None``: a new run; ``"resume"``; ``"auto"``:
-    a new run in a folder that may hold a run that never checkpointed) of a new run (``preset`` <- ``overrides``), of
-    the run in ``resume`` (its ``config.json`` <- ``overrides``, which may change only resumable fields unless
-    ``allow_config_change``), or, for ``resume="auto"``, of whichever ``--out`` calls for: the run there if it has a
-    checkpoint, else a new one."""
-    if resume == "auto":
-        out = overrides.get("out")
-        if not out:
-            raise ValueError("--resume auto needs --out RUN_DIR: the folder to resume from, or to start in if it holds "
-                             "no checkpoint yet")
-        if (Path(out) / "config.json").is_file() and has_checkpoint(Path(out) / "checkpoints"):
-            return (*resolve_run(preset, overrides, out, allow_config_change)[:3], "resume")
-        config = resolve_config(preset, overrides)
-        return config, Path(out), preset, "auto"
-    if resume is None:
-        config = resolve_config(preset, overrides)
-        return config, Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{preset}"), preset, None
-    run_dir = Path(resume)
-    if not (run_dir / "config.json").is_file():
-        raise CheckpointError(f"--resume {run_dir}: no config.json there; is it a run directory?")
-    saved = load_config_file(run_dir / "config.json")
-    preset = saved.pop("preset", "") or ""
-    config = resolve_config(preset or "cpu", overrides, base=saved)
-    changed = {k: v for k, v in config_differences(saved, config.to_dict()).items() if k not in resumable_fields()}
-    if changed and not allow_config_change:
-        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-        raise ValueError(f"--resume {run_dir}: the flags change the saved configuration ({details}); "
-                         "pass --allow-config-change to accept")
-    if config.runs > 1:
-        raise ValueError("--resume continues a single run; resume each seed<N>/ directory of a --runs run")
-    return config, run_dir, preset, "resume"
-
-
-def load_data(config: TrainConfig) -> Cifar10:
-    """The configured data (``--subset``/``--test-subset`` applied), checked against ``--num-classes``."""
-    data = load_cifar10(config.data_dir, config.download).subset(config.subset, config.test_subset)
-    labels = int(max(data.train_labels.max(), data.test_labels.max())) + 1
-    if config.num_classes < labels:
-        raise ValueError(f"--num-classes {config.num_classes} is fewer than the {labels} classes of the labels in "
-                         f"{data.root}")
-    return data
+    history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    best: Dict[str, Any] = dataclasses.field(default_factory=lambda: {"test_acc": -1.0, "epoch": -1})
+    progress: Optional[EpochProgress] = None
+    epoch_lr: Optional[float] = None
+    start_epoch: int = 0
 
 
 def write_config(run_dir: Path, preset: str, config: TrainConfig) -> None:
@@ -157,58 +74,6 @@ def write_config(run_dir: Path, preset: str, config: TrainConfig) -> None:
                             ) from None
 
 
-class _StepControl:
-    """The run manager's side of :class:`~cifar10_recipe.trainer.StepControl` for one epoch: when to write a
-    checkpoint inside it (``--checkpoint-every``) and whether a stop signal came, agreed across processes; and the
-    writing itself."""
-
-    def __init__(self, run: "RunManager", trainer: Trainer, epoch: int, epoch_lr: float,
-                 history: List[Dict[str, Any]], best: Dict[str, Any], signals: StopSignals):
-        self.run, self.trainer, self.epoch, self.epoch_lr = run, trainer, epoch, epoch_lr
-        self.history, self.best, self.signals = history, best, signals
-        self.unit, self.amount = checkpoint_interval(run.config.checkpoint_every)
-
-    def poll(self, steps_done: int) -> Tuple[bool, bool]:
-        distributed = self.run.distributed
-        global_step = self.epoch * self.trainer.steps_per_epoch + steps_done
-        by_steps = self.unit == "steps" and global_step % self.amount == 0
-        if distributed.enabled and steps_done % SIGNAL_POLL_EVERY:
-            return by_steps, False
-        by_time = self.unit == "seconds" and time.monotonic() - self.run.last_checkpoint >= self.amount
-        stop = self.signals.received is not None
-        if distributed.enabled:
-            # the main process's clock decides the time; any process's signal stops all of them
-            flags = torch.tensor([int(by_time and distributed.is_main), int(stop)], device=self.run.device)
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            by_time, stop = bool(flags[0]), bool(flags[1])
-        return by_steps or by_time, stop
-
-    def stop_requested(self) -> bool:
-        """Whether any process received a stop signal (between epochs)."""
-        stop = self.signals.received is not None
-        if self.run.distributed.enabled:
-            flag = torch.tensor([int(stop)], device=self.run.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag[0])
-        return stop
-
-    def save(self, progress: EpochProgress) -> None:
-        run, trainer = self.run, self.trainer
-        if not trainer.weights_finite():
-            raise TrainingError(f"the weights became non-finite in epoch {self.epoch + 1}; no checkpoint was written "
-                                f"at step {progress.step}, earlier ones in {run.run_dir / 'checkpoints'} are intact")
-        if run.distributed.is_main:
-            state = {**trainer.state_dict(), "epoch": self.epoch, "step": progress.step, "history": self.history,
-                     "best": self.best, "progress": progress.to_dict(), "elapsed_s": run.elapsed(),
-                     "epoch_lr": self.epoch_lr}
-            save_checkpoint(run.run_dir / "checkpoints", trainer.model, state, run.config.to_dict(), self.epoch,
-                            progress.step, keep=run.config.keep_checkpoints)
-        self.saved()
-
-    def saved(self) -> None:
-        self.run.last_checkpoint = time.monotonic()
-
-
 class RunManager:
     """One run folder and the training in it.
 
@@ -216,7 +81,7 @@ class RunManager:
         config: The resolved configuration.
         run_dir: The run folder (``seed<N>/`` folders inside it with ``--runs``).
         preset: The preset's name, as recorded in ``config.json``.
-        data: The configured data (:func:`load_data`).
+        data: The configured data (:func:`~cifar10_recipe.run_setup.load_data`).
         device: Where to train (``cuda:LOCAL_RANK`` for a torchrun process).
         distributed: This process's place in a multi-process job; only the main process writes.
         argv: The command line, for the record.
@@ -230,8 +95,9 @@ class RunManager:
         self.config, self.run_dir, self.preset, self.data = config, run_dir, preset, data
         self.device, self.distributed, self.argv = device, distributed, argv
         self.start_mode = start_mode
-        # the wall time a resumed run had spent before, when this process started training, when it last checkpointed
-        self.elapsed_before, self.wall_start, self.last_checkpoint = 0.0, time.perf_counter(), time.monotonic()
+        self.checkpoints = run_dir / "checkpoints"
+        # the wall time a resumed run had spent before, and when this process started training
+        self.elapsed_before, self.wall_start = 0.0, time.perf_counter()
 
     def elapsed(self) -> float:
         """Wall time of the run so far, the time before a resume included."""
@@ -257,92 +123,126 @@ class RunManager:
         """Train (or continue training) one seed and return its summary.
 
         SIGTERM or SIGINT stops it after the current step with a checkpoint there (:class:`RunStopped`)."""
-        self.wall_start, self.last_checkpoint = time.perf_counter(), time.monotonic()
-        config, run_dir, distributed, data = self.config, self.run_dir, self.distributed, self.data
+        self.wall_start = time.perf_counter()
+        config = self.config
         origin = provenance(self.device, self.argv)  # taken now: the commit checked out later need not be the one run
         configure_execution(config, self.device)
-        train_loader, test_loader = build_loaders(config, data, self.device, distributed)
-        trainer = Trainer(config, self.device, len(train_loader), data.train_images, distributed)
-        checkpoints = run_dir / "checkpoints"
-        if distributed.is_main:
-            checkpoints.mkdir(parents=True, exist_ok=True)
-        history: List[Dict[str, Any]] = []
-        best = {"test_acc": -1.0, "epoch": -1}
-        progress: Optional[EpochProgress] = None
-        if resume:
-            if distributed.is_main:
-                remove_temporaries(checkpoints)
-            weights, state, problems = load_newest_valid(checkpoints)
-            for problem in problems:
-                self.say(f"warning: {problem}")
-            trainer.load_state_dict(weights, state)
-            history, best = state["history"], state["best"]
-            if state.get("progress") is not None:
-                progress = EpochProgress(**state["progress"])
-        start_epoch = state["epoch"] if progress is not None else (history[-1]["epoch"] + 1 if history else 0)
-        if resume:
-            self.elapsed_before = state.get("elapsed_s") or (history[-1]["elapsed_s"] if history else 0.0)
-        show_progress = config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
+        train_loader, test_loader = build_loaders(config, self.data, self.device, self.distributed)
+        trainer = Trainer(config, self.device, len(train_loader), self.data.train_images, self.distributed)
+        if self.distributed.is_main:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        run = self._restore(trainer) if resume else RunState()
+        self._announce(trainer, run)
+        with StopSignals() as signals:
+            control = CheckpointAndStop(config.checkpoint_every, trainer.steps_per_epoch, run.start_epoch, signals,
+                                        self.distributed, self.device, lambda done: None, time.monotonic())
+            for epoch in range(run.start_epoch, config.epochs):
+                row = self._train_epoch(trainer, train_loader, epoch, run, control)
+                self._end_epoch(trainer, test_loader, epoch, row, run, control)
+        return self._summarise(trainer, run.history, run.best, origin)
+
+    def _restore(self, trainer: Trainer) -> RunState:
+        """The newest valid checkpoint of the run folder, loaded into ``trainer``."""
+        if self.distributed.is_main:
+            remove_temporaries(self.checkpoints)
+        weights, state, problems = load_newest_valid(self.checkpoints)
+        for problem in problems:
+            self.say(f"warning: {problem}")
+        trainer.load_state_dict(weights, state)
+        run = RunState(history=state["history"], best=state["best"], epoch_lr=state.get("epoch_lr"))
+        if state.get("progress") is not None:
+            run.progress = EpochProgress(**state["progress"])
+        run.start_epoch = state["epoch"] if run.progress is not None else (
+            run.history[-1]["epoch"] + 1 if run.history else 0)
+        self.elapsed_before = state.get("elapsed_s") or (run.history[-1]["elapsed_s"] if run.history else 0.0)
+        return run
+
+    def _announce(self, trainer: Trainer, run: RunState) -> None:
+        config, data, distributed = self.config, self.data, self.distributed
         self.say(f"{config.model}: {trainer.params / 1e6:.2f}M params, {trainer.flops / 1e6:.0f} MFLOPs/image | "
                  f"{len(data.train_labels)} train / {len(data.test_labels)} test images from {data.root} | device "
-                 f"{self.device} | seed {config.seed} | run dir {run_dir}"
+                 f"{self.device} | seed {config.seed} | run dir {self.run_dir}"
                  + (f" | {distributed.world_size} processes" if distributed.enabled else "")
-                 + ("" if progress is None else f" | resuming at {describe((start_epoch, progress.step))}"))
-        with StopSignals() as signals:
-            for epoch in range(start_epoch, config.epochs):
-                # dropout and worker-less torchvision transforms; each process its own stream (rank 0 = single
-                # process); inside a resumed epoch, the streams where the checkpoint left them
-                torch.manual_seed(epoch_seed(config.seed, epoch) + 7919 * distributed.rank)
-                start_step = 0
-                if progress is not None:
-                    start_step = progress.step
-                    self._restore_rng(progress)
-                train_loader.set_epoch(epoch, start_step)
-                # the lr the epoch started with, also for an epoch resumed inside
-                row: Dict[str, Any] = {"epoch": epoch, "lr": trainer.lr if progress is None else state["epoch_lr"]}
-                control = _StepControl(self, trainer, epoch, row["lr"], history, best, signals)
-                try:
-                    row.update(trainer.train_epoch(train_loader, epoch, show_progress, progress, control))
-                except NonFiniteLossError as error:
-                    saved = checkpoint_position(checkpoints)
-                    last_good = ("no checkpoint was saved yet" if saved is None else
-                                 f"the last good checkpoint is {describe(saved)} in {checkpoints}; continue from it "
-                                 f"with --resume {run_dir} and a lower --lr (with --allow-config-change)")
-                    raise TrainingError(f"{error} (epoch {epoch + 1}); nothing was saved after it; {last_good}; "
-                                        "--on-nan skip skips such steps instead") from None
-                except TrainingStopped as stopped:
-                    control.save(stopped.progress)
-                    raise self._stopped(signals, (epoch, stopped.progress.step)) from None
-                progress = None
-                last = epoch + 1 == config.epochs
-                if (epoch + 1) % config.eval_every == 0 or last:
-                    row.update(trainer.evaluate(test_loader, tta=config.tta if last else 0))
-                row["elapsed_s"] = self.elapsed()
-                history.append(row)
-                self.say(epoch_line(row, config.epochs))
-                if not trainer.weights_finite():
-                    raise TrainingError(f"the weights became non-finite in epoch {epoch + 1}; nothing of this epoch "
-                                        f"was saved, earlier checkpoints in {checkpoints} are intact")
-                if row.get("test_acc") is not None and row["test_acc"] > best["test_acc"]:
-                    best = {"test_acc": row["test_acc"], "epoch": epoch}
-                    if distributed.is_main:
-                        save_weights(checkpoints / BEST, trainer.eval_model, config.to_dict(), epoch)
-                stop = not last and control.stop_requested()  # every process takes part
-                if distributed.is_main:
-                    write_metrics(run_dir / "metrics.jsonl", history)
-                if (epoch + 1) % config.save_every == 0 or last or stop:
-                    if distributed.is_main:
-                        state = {**trainer.state_dict(), "epoch": epoch, "step": None, "history": history,
-                                 "best": best}
-                        save_checkpoint(checkpoints, trainer.model, state, config.to_dict(), epoch,
-                                        keep=config.keep_checkpoints)
-                    control.saved()
-                if stop:
-                    raise self._stopped(signals, (epoch, None))
-        return self._summarise(trainer, history, best, origin)
+                 + ("" if run.progress is None else
+                    f" | resuming at {describe((run.start_epoch, run.progress.step))}"))
+
+    def _train_epoch(self, trainer: Trainer, loader, epoch: int, run: RunState,
+                     control: CheckpointAndStop) -> Dict[str, Any]:
+        """One epoch of training (or the rest of one), with its checkpoints and stop signals; returns its metrics."""
+        # dropout and worker-less torchvision transforms; each process its own stream (rank 0 = single process);
+        # inside a resumed epoch, the streams where the checkpoint left them
+        torch.manual_seed(epoch_seed(self.config.seed, epoch) + 7919 * self.distributed.rank)
+        start_step = 0 if run.progress is None else run.progress.step
+        if run.progress is not None:
+            self._restore_rng(run.progress)
+        loader.set_epoch(epoch, start_step)
+        # the lr the epoch started with, also for an epoch resumed inside
+        run.epoch_lr = trainer.lr if run.progress is None else run.epoch_lr
+        row: Dict[str, Any] = {"epoch": epoch, "lr": run.epoch_lr}
+        control.epoch = epoch
+        control.save = lambda progress: self._checkpoint(trainer, epoch, run, progress)
+        show = self.config.progress == "on" or (self.config.progress == "auto" and sys.stderr.isatty())
+        hooks = [control] + ([ProgressBar(trainer.steps_per_epoch, start_step, epoch, self.config.epochs)]
+                             if show else [])
+        try:
+            row.update(trainer.train_epoch(loader, epoch, hooks, run.progress))
+        except NonFiniteLossError as error:
+            saved = checkpoint_position(self.checkpoints)
+            last_good = ("no checkpoint was saved yet" if saved is None else
+                         f"the last good checkpoint is {describe(saved)} in {self.checkpoints}; continue from it "
+                         f"with --resume {self.run_dir} and a lower --lr (with --allow-config-change)")
+            raise TrainingError(f"{error} (epoch {epoch + 1}); nothing was saved after it; {last_good}; "
+                                "--on-nan skip skips such steps instead") from None
+        except TrainingStopped as stopped:
+            self._checkpoint(trainer, epoch, run, stopped.progress)
+            raise self._stopped(control.signals, (epoch, stopped.progress.step)) from None
+        run.progress = None
+        return row
+
+    def _end_epoch(self, trainer: Trainer, test_loader, epoch: int, row: Dict[str, Any], run: RunState,
+                   control: CheckpointAndStop) -> None:
+        """Evaluate (every ``--eval-every`` epochs and after the last), keep the best weights, write the metrics and
+        the epoch's checkpoint, and stop if a signal came."""
+        config, is_main = self.config, self.distributed.is_main
+        last = epoch + 1 == config.epochs
+        if (epoch + 1) % config.eval_every == 0 or last:
+            row.update(trainer.evaluate(test_loader, tta=config.tta if last else 0))
+        row["elapsed_s"] = self.elapsed()
+        run.history.append(row)
+        self.say(epoch_line(row, config.epochs))
+        if not trainer.weights_finite():
+            raise TrainingError(f"the weights became non-finite in epoch {epoch + 1}; nothing of this epoch was "
+                                f"saved, earlier checkpoints in {self.checkpoints} are intact")
+        if row.get("test_acc") is not None and row["test_acc"] > run.best["test_acc"]:
+            run.best = {"test_acc": row["test_acc"], "epoch": epoch}
+            if is_main:
+                save_weights(self.checkpoints / BEST, trainer.eval_model, config.to_dict(), epoch)
+        stop = not last and control.stop_requested()  # every process takes part
+        if is_main:
+            write_metrics(self.run_dir / "metrics.jsonl", run.history)
+        if (epoch + 1) % config.save_every == 0 or last or stop:
+            self._checkpoint(trainer, epoch, run)
+            control.saved()
+        if stop:
+            raise self._stopped(control.signals, (epoch, None))
+
+    def _checkpoint(self, trainer: Trainer, epoch: int, run: RunState,
+                    progress: Optional[EpochProgress] = None) -> None:
+        """Write the resume checkpoint: at the end of ``epoch``, or inside it at ``progress`` (then with the epoch's
+        progress, its starting lr and the wall time so far). The one place that builds the checkpoint's state."""
+        if progress is not None and not trainer.weights_finite():
+            raise TrainingError(f"the weights became non-finite in epoch {epoch + 1}; no checkpoint was written at "
+                                f"step {progress.step}, earlier ones in {self.checkpoints} are intact")
+        if self.distributed.is_main:
+            state = {**trainer.state_dict(), "epoch": epoch, "step": None if progress is None else progress.step,
+                     "history": run.history, "best": run.best}
+            if progress is not None:
+                state.update(progress=progress.to_dict(), elapsed_s=self.elapsed(), epoch_lr=run.epoch_lr)
+            save_checkpoint(self.checkpoints, trainer.model, state, self.config.to_dict(), epoch,
+                            None if progress is None else progress.step, keep=self.config.keep_checkpoints)
 
     def _stopped(self, signals: StopSignals, position: Tuple[int, Optional[int]]) -> RunStopped:
-        checkpoints = self.run_dir / "checkpoints"
+        checkpoints = self.checkpoints
         return RunStopped(f"stopped by {signals.received or 'a signal to another process'} at {describe(position)} "
                           f"of {self.config.epochs}, after writing a checkpoint in {checkpoints}; resume with: python "
                           f"examples/cifar10/train.py --resume {self.run_dir} (or the same command with --resume auto)")
@@ -422,52 +322,3 @@ class RunManager:
                      f"{aggregate['wall_s_median']:.1f}s")
         self.say("\n".join(lines))
         return aggregate
-
-
-def open_run(preset: str, overrides: Dict[str, Any], resume: Optional[str] = None,
-             allow_config_change: bool = False, argv: Optional[List[str]] = None) -> RunManager:
-    """Everything a user can get wrong, checked before anything is written: the configuration, the device, the
-    model (built on the meta device), the data and its labels, the run folder. Joins the torchrun process group when
-    there is one."""
-    config, run_dir, preset, start_mode = resolve_run(preset, overrides, resume, allow_config_change)
-    distributed, device = init_distributed(resolve_device(config.device))
-    if distributed.enabled:
-        if config.batch_size % distributed.world_size:
-            raise ValueError(f"--batch-size {config.batch_size} is the global batch and must be divisible by the "
-                             f"{distributed.world_size} processes")
-        # every process must write into the directory the main process named (timestamps may differ)
-        names = [str(run_dir)]
-        dist.broadcast_object_list(names, src=0)
-        run_dir = Path(names[0])
-    check_model(config)
-    data = load_data(config)
-    return RunManager(config, run_dir, preset, data, device, distributed, argv, start_mode)
-
-
-def evaluate_checkpoint(path: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """Evaluate a ``.safetensors`` checkpoint written by the recipe on the test set, rebuilding the model from the
-    configuration saved in it (``overrides`` change where and how it is evaluated)."""
-    weights, info = load_weights(path)
-    saved = upgrade_config_dict(info["config"])
-    config = resolve_config(saved.pop("preset", "") or "cpu", overrides, base=saved)
-    device = resolve_device(config.device)
-    configure_execution(config, device)
-    check_model(config)
-    data = load_data(dataclasses.replace(config, subset=0))
-    model = build_model(config, device)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise CheckpointError(f"{path} does not hold weights of {config.model} as configured "
-                              f"({model_description(saved, overrides)}): {first_line}") from None
-    _, test_loader = build_loaders(config, data, device)
-    result = {"checkpoint": str(path), "epoch": info["epoch"],
-              **evaluate(model, test_loader, autocast_context(config, device), config.tta)}
-    print(json.dumps(result), flush=True)
-    return result
-
-
-def model_description(saved: Dict[str, Any], overrides: Dict[str, Any]) -> str:
-    changed = {k: v for k, v in overrides.items() if saved.get(k) != v}
-    return f"saved model {saved.get('model')!r}" + (f", flags {changed}" if changed else "")

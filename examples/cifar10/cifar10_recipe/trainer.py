@@ -1,229 +1,30 @@
 """The trainer: a model with everything that updates it (optimizer, lr schedule, weight average, precision,
-processes, compilation, routing temperature), one epoch of training, and evaluation with test-time augmentation.
+processes, compilation, routing schedules), and one epoch of training.
 
-It knows nothing of run folders: :mod:`cifar10_recipe.run_manager` decides when to train, evaluate and save.
+It knows nothing of run folders: :mod:`cifar10_recipe.run_manager` decides when to train, evaluate and save, through
+the hooks it passes to :meth:`Trainer.train_epoch`.
 """
-import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import timm
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
 
-from dynconv import RoutingRecorder, init_blend_schedule, routing_modules, temperature_schedule
-from dynconv.models import list_models
+from dynconv import init_blend_schedule, routing_modules, temperature_schedule
 from dynconv.temperature import init_blend_modules
 
-from .config import NORMALIZATIONS, TrainConfig, model_arguments
-from .distributed import SINGLE_PROCESS, Distributed, all_reduce_sum, convert_sync_batchnorm
+from .config import TrainConfig
+from .distributed import SINGLE_PROCESS, Distributed, convert_sync_batchnorm
+from .epoch import EpochProgress, EpochTally, StepHook
+from .evaluation import evaluate
 from .execution import autocast_context
 from .loaders import Loader
 from .lookahead import Lookahead
+from .model_setup import WHITENING_IMAGES, build_model, count_flops, patch_stem, whiten_stem
 from .optimization import build_optimizer, lr_factors
-from .report import routing_health
-from .whitening import init_patch_whitening
-
-NAN_CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check synchronises a GPU)
-WHITENING_IMAGES = 5000  # training images whose patch covariance initialises a whitened stem
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, step: int):
-        super().__init__(f"the training loss became non-finite at step {step}")
-        self.step = step
-
-
-@dataclass
-class EpochProgress:
-    """How far an epoch got: the steps done and the sums its metrics are made of (summed over processes), so that an
-    epoch resumed from a checkpoint inside it reports what the uninterrupted epoch reports.
-
-    Attributes:
-        step: Steps done in the epoch.
-        loss_sum: Sum of the training loss over the images seen.
-        correct: Training images classified correctly.
-        seen: Training images seen.
-        skipped: Steps skipped for a non-finite loss (``--on-nan skip``).
-        seconds: Training time spent in the epoch so far.
-        rng_states: Each process's global torch RNG state (dropout draws from it), CPU and, on a GPU, CUDA.
-    """
-
-    step: int = 0
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-    rng_states: Optional[List[Dict[str, torch.Tensor]]] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-
-class StepControl(Protocol):
-    """What the run manager decides between steps (the same answer in every process)."""
-
-    def poll(self, steps_done: int) -> Tuple[bool, bool]:
-        """(write a checkpoint now, stop now) after ``steps_done`` steps of the current epoch."""
-
-    def save(self, progress: EpochProgress) -> None:
-        """Write a checkpoint inside the epoch, at ``progress``."""
-
-
-class TrainingStopped(Exception):  # noqa: N818 (a requested stop, not an error)
-    """Training stopped between two steps because the run manager asked (a stop signal); ``progress`` says where."""
-
-    def __init__(self, progress: EpochProgress):
-        super().__init__(f"training stopped after step {progress.step} of the epoch")
-        self.progress = progress
-
-
-def rng_state(device: torch.device) -> Dict[str, torch.Tensor]:
-    """This process's global RNG states (CPU, and the device's on a GPU)."""
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: Dict[str, torch.Tensor], device: torch.device) -> None:
-    """Restore :func:`rng_state`."""
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def check_model(config: TrainConfig) -> None:
-    """Build the configured model on the meta device (no memory, no compute), so that a bad model name, override or
-    ``--whiten`` on a model without a patch stem fails before anything is written to the run folder."""
-    if not timm.is_model(config.model):
-        raise ValueError(f"--model {config.model!r} is not a registered model; dynconv's are "
-                         f"{', '.join(list_models())}")
-    arguments = model_arguments(config)
-    try:
-        model = timm.create_model(config.model, device="meta", **arguments)
-    except ValueError:
-        raise
-    except Exception as error:  # an override the model does not take, e.g. --block for a timm ResNet
-        raise ValueError(f"--model {config.model} cannot be built with {arguments}: {error}") from None
-    if config.whiten:
-        patch_stem(model)
-
-
-def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
-    """The configured model on ``device`` (channels-last with ``--channels-last``)."""
-    model = timm.create_model(config.model, **model_arguments(config)).to(device)
-    return model.to(memory_format=torch.channels_last) if config.channels_last else model
-
-
-def patch_stem(model: nn.Module) -> nn.Conv2d:
-    """The convolution of ``model``'s patch stem (``stem="patch"``: unpadded, with a bias), which ``--whiten``
-    initialises; ``ValueError`` if the model has none."""
-    conv = getattr(getattr(model, "stem", None), "conv", None)
-    if not isinstance(conv, nn.Conv2d) or conv.bias is None or conv.padding != (0, 0):
-        raise ValueError("--whiten needs a model with a patch stem (stem='patch'), such as dynconv_cifar_fast")
-    return conv
-
-
-def whiten_stem(model: nn.Module, images: torch.Tensor, normalization: str) -> None:
-    """Initialise ``model``'s patch stem by patch whitening of ``images`` (uint8, (N, 3, H, W)), normalised as the
-    loaders normalise them, and freeze its weights (its bias trains; ``--whiten-bias-epochs`` freezes it later)."""
-    conv = patch_stem(model)
-    mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in NORMALIZATIONS[normalization])
-    init_patch_whitening(conv, (images.float() / 255 - mean) / std)
-    conv.weight.requires_grad_(False)
-
-
-def count_flops(model: nn.Module, device: torch.device) -> int:
-    """Forward FLOPs for one 3x32x32 image (eval mode; multiply-adds count as two)."""
-    was_training = model.training
-    model.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, 32, 32, device=device))
-    model.train(was_training)
-    return counter.get_total_flops()
-
-
-def tta_logits(model: nn.Module, images: torch.Tensor, tta: int, logits: torch.Tensor) -> torch.Tensor:
-    """``logits`` (the model's on ``images``) averaged over test-time augmentations: level 1 adds the mirror image,
-    level 2 also the image translated by one pixel up-left and down-right (reflect padding), each mirrored too
-    (airbench94's level 2).
-
-    Shape:
-        - images: (B, C, H, W)
-        - logits: (B, num_classes), returned likewise
-    """
-    if tta >= 1:
-        logits = 0.5 * (logits + model(images.flip(3)).float())
-    if tta == 2:
-        height, width = images.shape[-2:]
-        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
-        shifted = (padded[:, :, :height, :width], padded[:, :, 2:, 2:])
-        translated = sum(0.5 * (model(x).float() + model(x.flip(3)).float()) for x in shifted) / len(shifted)
-        logits = 0.5 * logits + 0.5 * translated
-    return logits
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Loader, autocast=None, tta: int = 0) -> Dict[str, Any]:
-    """Test loss and accuracy of ``model`` on ``loader``; with ``tta`` > 0 also the accuracy of the
-    test-time-augmented logits. For a model with routers also their health per stage on the test images (plain
-    forward passes only; :func:`~cifar10_recipe.report.routing_health`). Sums over processes when there are several.
-    """
-    model.eval()
-    autocast = autocast or nullcontext()
-    recorder = RoutingRecorder(model) if routing_modules(model) else None
-    total_loss = torch.zeros((), device=loader.device)
-    correct = torch.zeros((), device=loader.device, dtype=torch.long)
-    correct_tta = torch.zeros((), device=loader.device, dtype=torch.long)
-    seen = 0
-    for images, labels in loader:
-        with autocast:
-            with recorder or nullcontext():
-                logits = model(images).float()
-            if tta:
-                correct_tta += (tta_logits(model, images, tta, logits).argmax(dim=1) == labels).sum()
-        total_loss += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-        seen += len(labels)
-    total_loss, correct, correct_tta, seen = all_reduce_sum(
-        [total_loss.item(), correct.item(), correct_tta.item(), seen], loader.device)
-    result = {"test_loss": total_loss / seen, "test_acc": correct / seen,
-              "test_acc_tta": correct_tta / seen if tta else None}
-    if recorder is not None:
-        result["routing"] = routing_health(recorder.weights, recorder.attentions)
-    return result
-
-
-class _EpochTimer:
-    """Training time of an epoch so far: CUDA events on a GPU (so queued work is counted), the wall clock
-    otherwise; ``before`` is what a resumed epoch had spent already."""
-
-    def __init__(self, device: torch.device, before: float = 0.0):
-        self.device, self.before = device, before
-        self.start = time.perf_counter()
-        self.start_event = None
-        if device.type == "cuda":
-            self.start_event = torch.cuda.Event(enable_timing=True)
-            self.start_event.record()
-
-    def seconds(self) -> float:
-        if self.start_event is None:
-            return self.before + time.perf_counter() - self.start
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
-        torch.cuda.synchronize(self.device)
-        return self.before + self.start_event.elapsed_time(end) / 1000
 
 
 class RoutingSchedule:
@@ -294,13 +95,13 @@ class Trainer:
         # the checkpoint (persistent=False), which the average would otherwise average, so a resumed run would
         # evaluate at another value
         annealed = [model] + ([self.ema.module] if self.ema is not None else [])
-        self._schedules: List[RoutingSchedule] = []
+        self.schedules: List[RoutingSchedule] = []
         if config.temperature_start:
-            self._schedules.append(RoutingSchedule(
+            self.schedules.append(RoutingSchedule(
                 temperature_schedule(config.temperature_start, 1.0, config.temperature_epochs),
                 [r for m in annealed for r in routing_modules(m)], "set_temperature"))
         if config.init_blend_epochs:
-            self._schedules.append(RoutingSchedule(init_blend_schedule(config.init_blend_epochs),
+            self.schedules.append(RoutingSchedule(init_blend_schedule(config.init_blend_epochs),
                                                    [r for m in annealed for r in init_blend_modules(m)],
                                                    "set_init_blend"))
 
@@ -313,91 +114,51 @@ class Trainer:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def train_epoch(self, loader: Loader, epoch: int, show_progress: bool = False,
-                    progress: Optional[EpochProgress] = None, control: Optional[StepControl] = None
-                    ) -> Dict[str, float]:
+    def train_epoch(self, loader: Loader, epoch: int, hooks: Sequence[StepHook] = (),
+                    progress: Optional[EpochProgress] = None) -> Dict[str, float]:
         """One pass over ``loader`` as epoch ``epoch`` (0-based), or the rest of one from ``progress`` (a checkpoint
-        inside the epoch; the loader must start at ``progress.step``). Training time is measured with CUDA events on a
-        GPU (data augmentation included).
-
-        After every step ``control`` (the run manager) may have a checkpoint written (:meth:`StepControl.save`) or
-        training stopped: then :class:`TrainingStopped` is raised with the epoch's progress, after the step.
-
-        A non-finite loss raises :class:`NonFiniteLossError` (checked every ``NAN_CHECK_EVERY`` steps and before any
-        checkpoint, naming the first bad step counted from the start of training) or, with ``--on-nan skip``, skips
-        that step (checked every step). With several processes the decisions are agreed across them and the metrics
-        summed over them.
+        inside the epoch; the loader must start at ``progress.step``), with ``hooks`` called after every step (they
+        may write checkpoints or stop training: :class:`~cifar10_recipe.epoch.TrainingStopped`). Returns the epoch's
+        training metrics; a non-finite loss raises :class:`~cifar10_recipe.epoch.NonFiniteLossError` unless
+        ``--on-nan skip`` skips its step (:class:`~cifar10_recipe.epoch.EpochTally`).
         """
-        config, model, device = self.config, self.step_model, loader.device
-        progress = progress or EpochProgress()
-        model.train()
-        if config.whiten_bias_epochs:
-            patch_stem(self.model).bias.requires_grad_(epoch < config.whiten_bias_epochs)
-        # the sums so far are global ones: the main process carries them, the others add their own from zero
-        carried = self.distributed.is_main
-        total_loss = torch.full((), progress.loss_sum if carried else 0.0, device=device, dtype=torch.float64)
-        correct = torch.full((), progress.correct if carried else 0, device=device, dtype=torch.long)
-        first_bad = torch.full((), -1, device=device, dtype=torch.long)
-        # skipped steps are agreed across processes, so each counts all of them
-        seen, skipped = progress.seen if carried else 0, progress.skipped
+        start = progress or EpochProgress()
         first_step = epoch * self.steps_per_epoch
-        timer = _EpochTimer(device, progress.seconds)
-        steps = self.steps_per_epoch
-        bar = tqdm(loader, total=steps - progress.step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not show_progress, dynamic_ncols=True)
-        for step, (images, labels) in enumerate(bar, start=progress.step):
-            for schedule in self._schedules:
-                schedule.apply(epoch + step / steps)
+        tally = EpochTally(loader.device, start, first_step, self.distributed)
+        self.begin_epoch(epoch)
+        for step, (images, labels) in enumerate(loader, start=start.step):
+            for schedule in self.schedules:
+                schedule.apply(epoch + step / self.steps_per_epoch)
             with self.autocast:
-                logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-            if config.on_nan == "skip" and not self._all_finite(loss):
-                skipped += 1
-                self.scheduler.step()
-                if self.lookahead is not None:
-                    self.lookahead.step(self.model, first_step + step + 1)
-            else:
+                logits = self.step_model(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+            skipped = self.config.on_nan == "skip" and not self._all_finite(loss)
+            if not skipped:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                self.scheduler.step()
-                if self.lookahead is not None:
-                    self.lookahead.step(self.model, first_step + step + 1)
-                if self.ema is not None:
-                    self.ema.update_parameters(self.model)
-                total_loss += loss.detach().double() * len(labels)
-                correct += (logits.argmax(dim=1) == labels).sum()
-                seen += len(labels)
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), first_step + step,
-                                        first_bad)
-                if (step + 1) % NAN_CHECK_EVERY == 0:
-                    self._raise_if_non_finite(first_bad)
-                if show_progress and step % 20 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
-            checkpoint_now, stop_now = control.poll(step + 1) if control is not None else (False, False)
-            if (checkpoint_now or stop_now) and step + 1 < steps:
-                self._raise_if_non_finite(first_bad)
-                done = self._progress(step + 1, total_loss, correct, seen, skipped, timer.seconds(), device)
-                if stop_now:
-                    raise TrainingStopped(done)
-                control.save(done)
-        self._raise_if_non_finite(first_bad)
-        seconds = timer.seconds()
-        total_loss, correct, seen = all_reduce_sum([total_loss.item(), correct.item(), seen], device)
-        return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "images_per_s": (seen - progress.seen) / max(seconds - progress.seconds, 1e-9),
-                "train_s": seconds, "skipped_steps": int(skipped)}
+            self._advance(first_step + step + 1, updated=not skipped)
+            tally.count(step, loss, logits, labels, skipped)
+            for hook in hooks:
+                hook.after_step(step + 1, tally)
+        for hook in hooks:
+            hook.end_epoch()
+        return tally.result()
 
-    def _progress(self, step: int, total_loss: torch.Tensor, correct: torch.Tensor, seen: int, skipped: int,
-                  seconds: float, device: torch.device) -> EpochProgress:
-        """The epoch's progress after ``step`` steps, summed over processes, with every process's RNG state."""
-        loss_sum, correct_sum, seen_sum = all_reduce_sum([total_loss.item(), correct.item(), seen], device)
-        states = [rng_state(device)]
-        if self.distributed.enabled:
-            states = [None] * self.distributed.world_size
-            dist.all_gather_object(states, {k: v.cpu() for k, v in rng_state(device).items()})
-        return EpochProgress(step=step, loss_sum=loss_sum, correct=int(correct_sum), seen=int(seen_sum),
-                             skipped=skipped, seconds=seconds, rng_states=states)
+    def begin_epoch(self, epoch: int) -> None:
+        """Train mode, and the whitened stem's bias frozen from ``--whiten-bias-epochs`` on."""
+        self.step_model.train()
+        if self.config.whiten_bias_epochs:
+            patch_stem(self.model).bias.requires_grad_(epoch < self.config.whiten_bias_epochs)
+
+    def _advance(self, global_step: int, updated: bool) -> None:
+        """After step ``global_step`` (counted from 1): the lr schedule and the lookahead average move on (a skipped
+        step too, so that the schedule stays on time), the weight average takes an update."""
+        self.scheduler.step()
+        if self.lookahead is not None:
+            self.lookahead.step(self.model, global_step)
+        if updated and self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def evaluate(self, loader: Loader, tta: int = 0) -> Dict[str, Any]:
         """:func:`evaluate` of the weight average (or the model), eager: a compiled evaluation graph would cost
@@ -431,10 +192,3 @@ class Trainer:
         if self.distributed.enabled:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite.item())
-
-    def _raise_if_non_finite(self, first_bad: torch.Tensor) -> None:
-        if self.distributed.enabled:
-            first_bad = first_bad.clone()
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
-        if first_bad.item() >= 0:
-            raise NonFiniteLossError(int(first_bad.item()))
