@@ -485,8 +485,7 @@ MODEL_CFGS["dynconv_cifar_small"] = replace(MODEL_CFGS["dynconv_cifar_fast"], wi
 MODEL_CFGS["dynconv_cifar_small_routed"] = replace(MODEL_CFGS["dynconv_cifar_small"],
                                                    num_experts=((1, 1), (1, 2), (1, 2)))
 # the tiny backbone with K=2 branch mixing only in the two blocks whose routers varied by content in the trained tiny
-# model (stages.1.2 and stages.2.0, docs/routing.rst), the other four static: 1.17x the static twin's time per epoch
-# on the 2-core CPU against 2.4x, and the equal-budget study's lever branch_routed
+# model (stages.1.2 and stages.2.0, docs/routing.rst), the other four static: the equal-budget study's branch_routed
 MODEL_CFGS["dynconv_cifar_tiny_routed"] = replace(MODEL_CFGS["dynconv_cifar_tiny"],
                                                   num_experts=((1, 1), (1, 2), (2, 1)))
 # the coursework backbone with DCD blocks (a static kernel, a dynamic channel scale and a low-rank dynamic residual)
@@ -535,11 +534,6 @@ def _create_dynconvnet(variant: str, pretrained: bool = False, **kwargs) -> DynC
 
 # weights trained by the recipe, shipped inside the package (safetensors; metadata: accuracy, recipe, command, commit)
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
-# pretrained tag -> what it names: the recipe, then the data (timm's ``model.tag`` style)
-# (the ``dynconv_cifar_tiny*`` weights were trained by the preset then named ``cpu``, now ``tiny``; their files'
-# metadata names the recipe in full)
-PRETRAINED_TAGS = {
-    "cpu_cifar10local": "the recipe's cpu preset at the time the weights were trained, on the local CIFAR-10 copy"}
 
 
 def _pretrained_file(name: str, tag: str) -> str:

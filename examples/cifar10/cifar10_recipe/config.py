@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from dynconv.layers import block_kinds
 from dynconv.models.dynconvnet import CIFAR10_MEAN, CIFAR10_STD
 
 from .presets import PRESETS
@@ -35,8 +36,8 @@ class TrainConfig:
     # model
     model: str = _opt("dynconv_cifar", "registered timm model name")
     num_experts: Optional[int] = _opt(None, "branches K of every dynamic block (default: the model's own)", model=True)
-    block: Optional[str] = _opt(None, "block kind of the model: branch, static, condconv, dyconv, odconv (default: the "
-                                      "model's own)", model=True)
+    block: Optional[str] = _opt(None, f"block kind of the model: {', '.join(block_kinds())} (default: the model's "
+                                      "own)", model=True)
     num_classes: int = _opt(10, "logits of the classifier (the coursework used 20 for 10 classes)", model=True)
     drop_rate: Optional[float] = _opt(None, "dropout of the classifier head (default: the model's own)", model=True)
     model_kwargs: str = _opt("", "further timm.create_model arguments as a JSON object, e.g. any DynConvNetCfg field: "

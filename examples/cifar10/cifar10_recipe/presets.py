@@ -1,33 +1,11 @@
 """Named training presets: plain dicts of :class:`~cifar10_recipe.config.TrainConfig` values.
 
-- ``coursework``: exactly the coursework's pipeline (the coursework report, section 2). The coursework
-  set ``num_classes=20`` for a 10-class problem (the extra logits are never targets, so they only lower their own
-  scores); we default to 10, and ``--num-classes 20`` reproduces the quirk.
-- ``cpu``: the 2-core CPU's preset, the README's main command: ``airbench94_muon`` (below) for 9 epochs instead of
-  8, airbench94's network trained with Muon at batch 2000, in bf16 on a CPU with native bf16 (``--amp auto``; elsewhere
-  float32, since emulated bf16 is 8-11x slower). The ninth epoch is what lifts the test-time-augmented accuracy above
-  airbench's own code on the same machine. The network is static because no dynamic layout has beaten it at equal
-  training time over three seeds (the docs' study page). Eager: ``torch.compile`` made training slower on both CPUs
-  measured. Results: ``examples/cifar10/results.json`` (the docs' ledger and the README's table).
-- ``tiny``: ``dynconv_cifar_tiny`` (K=2 branch blocks) for 11 epochs at batch 256, SGD with a linear schedule: the
-  recipe of the equal-budget study (``examples/cifar10/equal_budget_study.py``) and of the shipped
-  ``*.cpu_cifar10local`` weights. It was the ``cpu`` preset until ``cpu`` moved to airbench's recipe; records made
-  before then say ``--preset cpu`` for it.
-- ``airbench94``: airbench94's recipe (Jordan 2024, https://arxiv.org/abs/2404.00498; the ``airbench`` package's
-  ``train94``) on its own network, ``dynconv_cifar_fast_static``: patch-whitened stem whose bias trains for 3 epochs,
-  frozen BatchNorm scales, batch 1024, Nesterov SGD with airbench's decoupled lr 11.5 and weight decay 0.0153 per 1024
-  examples (converted by :func:`decoupled_sgd`), BatchNorm shifts at 64x the lr, a triangular lr schedule (0.2 -> 1 at
-  23% -> 0.07), lookahead averaging every 5 steps, label smoothing 0.2, 2-pixel reflect-padded crops with
-  alternating flips, test-time augmentation level 2. One difference: 10 epochs (480 steps) where airbench trains 9.9
-  (476 steps), since the recipe counts whole epochs.
-- ``fast``: the same recipe on ``dynconv_cifar_fast``, airbench94's network whose second block in each segment is
-  dynamic (K=2 branches).
-- ``airbench94_muon``: airbench94_muon's recipe (``airbench94_muon.py`` in KellerJordan/cifar10-airbench: airbench94's
-  accuracy in 8 epochs instead of 9.9) on the same network: Muon for the convolution filters (lr 0.24, momentum 0.6,
-  Nesterov, each filter tensor held at norm sqrt(out)), Nesterov SGD for the head and the shifts (momentum 0.85,
-  airbench94_muon's lrs converted by :func:`airbench_muon_sgd`), batch 2000, a linear lr decay to 0 without warm-up,
-  the stem bias at the shifts' lr decaying to 0 over its 3 epochs, no lookahead; label smoothing, augmentation and
-  test-time augmentation as airbench94's.
+``coursework`` is the coursework's pipeline (``--num-classes 20`` reproduces its 20-class quirk); ``cpu`` is
+``airbench94_muon`` for 9 epochs, the 2-core CPU's preset; ``tiny`` is SGD on ``dynconv_cifar_tiny`` (the shipped
+tiny weights' recipe); ``airbench94`` and ``airbench94_muon`` are airbench's two recipes (Jordan 2024,
+https://arxiv.org/abs/2404.00498) on airbench94's network, checked step by step against airbench's loops in the tests;
+``fast`` is ``airbench94`` on the network with dynamic blocks. What each is for and what it reaches: the docs'
+training page (``docs/recipe.rst``).
 """
 from typing import Any, Dict
 
