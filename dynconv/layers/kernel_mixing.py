@@ -63,7 +63,9 @@ def select_mode(mode: str, x: torch.Tensor, *, dense: Optional[str], kernel_nume
       the batched matmul under it; on a GPU the grouped convolution.
 
     ``benchmarks/family_floor.py`` measures every mode of every family at the shapes of the CIFAR networks and of
-    ResNet-18/50 and MobileNetV2 at 224, and its test checks this choice against those timings.
+    ResNet-18/50 and MobileNetV2 at 224, and its test checks this choice against those timings. On a GPU the rule is
+    tuned for bf16 autocast (how the recipe trains there): in float32 ODConv's grouped form can be the faster one
+    (``benchmarks/results/family_floor/h200.md``); pass ``mode="grouped"`` for float32 GPU training.
 
     Args:
         mode: The layer's mode; anything but ``"auto"`` is returned as it is (unless exporting).
