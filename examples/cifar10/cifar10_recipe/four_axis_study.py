@@ -15,12 +15,18 @@ checkpoints stay under ``--runs-dir``. Batch-1 latency comes from ``benchmarks/d
 named in the report).
 """
 import argparse
+import itertools
 import json
+import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
+
+import timm
+
+from dynconv.models import count_parameters_and_multiply_adds
 
 from .report import spread
 
@@ -88,23 +94,74 @@ def seconds_per_epoch(records: Path) -> Dict[str, Dict[str, float]]:
     return result
 
 
+def inference_multiply_adds(config: Dict[str, Any]) -> int:
+    """Multiply-adds per 32x32 image of a record's model as the papers count them (each dynamic convolution as one
+    convolution with its per-sample kernel, routing included, elementwise products not;
+    :func:`dynconv.models.count_parameters_and_multiply_adds`)."""
+    model = timm.create_model(config["model"], **json.loads(config.get("model_kwargs") or "{}"))
+    return count_parameters_and_multiply_adds(model, (3, 32, 32))[1]
+
+
 def collect(records: Path) -> Dict[str, Any]:
-    """Per point: accuracy over seeds, parameters, multiply-adds per image and the timed seconds per epoch."""
+    """Per point: accuracy over seeds, parameters, inference multiply-adds per image and the timed seconds per epoch;
+    per dynamic point, the static front's accuracy at its cost on each axis (:func:`front_comparison`)."""
     timing = seconds_per_epoch(records)
     points = {}
     for point in POINTS:
-        summaries = [json.loads(path.read_text()) for path in sorted(records.glob(f"{point}-s*/summary.json"))]
-        if not summaries:
+        names = sorted(path.parent.name for path in records.glob(f"{point}-s*/summary.json"))
+        if not names:
             continue
+        summaries = [json.loads((records / name / "summary.json").read_text()) for name in names]
         points[point] = {
             "front": point in FRONT, "model": summaries[0]["model"], "params": summaries[0]["params"],
-            "mflops_per_image": summaries[0]["flops_per_image"] / 1e6,
+            "macs_per_image": inference_multiply_adds(json.loads((records / names[0] / "config.json").read_text())),
             "test_acc": spread(summaries, "test_acc"), "test_acc_tta": spread(summaries, "test_acc_tta"),
-            "seconds_per_epoch": timing.get(point),
+            "seconds_per_epoch": timing.get(point), "records": names,
             "commits": sorted({s.get("provenance", {}).get("commit") or "?" for s in summaries}),
             "machines": sorted({s.get("provenance", {}).get("machine", {}).get("cpu") or "?" for s in summaries}),
         }
-    return {"points": points}
+    return {"points": points, "versus_front": front_comparison(points)}
+
+
+#: the cost axes a dynamic point is compared with the static front on: key of a point's entry -> its value
+AXES = {"params": lambda entry: entry["params"], "macs": lambda entry: entry["macs_per_image"],
+        "time": lambda entry: entry["seconds_per_epoch"]["mean"] if entry["seconds_per_epoch"] else None}
+
+
+def front_accuracy(front: List[Tuple[float, float]], cost: float) -> Optional[float]:
+    """The static front's accuracy at ``cost``: linear in log(cost) between the two front points around it; ``None``
+    outside the front's range (the front says nothing there).
+
+    Example:
+        >>> round(front_accuracy([(1.0, 0.80), (4.0, 0.90)], 2.0), 3)
+        0.85
+    """
+    front = sorted(front)
+    for (low_cost, low_acc), (high_cost, high_acc) in itertools.pairwise(front):
+        if low_cost <= cost <= high_cost:
+            share = math.log(cost / low_cost) / math.log(high_cost / low_cost) if high_cost > low_cost else 0.0
+            return low_acc + share * (high_acc - low_acc)
+    return None
+
+
+def front_comparison(points: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Optional[float]]]]:
+    """dynamic point -> axis -> {metric: its accuracy minus the front's at its cost} for metrics ``test_acc`` and
+    ``test_acc_tta`` (``None`` where the point's cost is outside the front's range or unmeasured)."""
+    comparison: Dict[str, Dict[str, Dict[str, Optional[float]]]] = {}
+    for point, entry in points.items():
+        if entry["front"]:
+            continue
+        comparison[point] = {}
+        for axis, cost_of in AXES.items():
+            comparison[point][axis] = {}
+            for metric in ("test_acc", "test_acc_tta"):
+                front = [(cost_of(e), e[metric]["mean"]) for e in points.values()
+                         if e["front"] and cost_of(e) is not None and e[metric]]
+                cost = cost_of(entry)
+                level = front_accuracy(front, cost) if cost is not None and len(front) > 1 else None
+                comparison[point][axis][metric] = (None if level is None or not entry[metric]
+                                                   else entry[metric]["mean"] - level)
+    return comparison
 
 
 def percent(stats: Optional[Dict[str, Any]]) -> str:
@@ -119,14 +176,27 @@ def format_seconds(seconds: Optional[Dict[str, Any]]) -> str:
     return "-" if seconds is None else f"{seconds['mean']:.0f}"
 
 
+def points_difference(value: Optional[float]) -> str:
+    return "outside the front" if value is None else f"{100 * value:+.2f}"
+
+
 def markdown_table(results: Dict[str, Any]) -> str:
-    lines = ["| point | parameters | MFLOPs | s/epoch (timed alone) | test acc | with TTA |",
+    """Every point's costs and accuracy, then each dynamic point against the static front at its cost."""
+    lines = ["| point | parameters | inference MMACs | s/epoch (timed alone) | test acc | with TTA |",
              "|---|---|---|---|---|---|"]
     for point, entry in results["points"].items():
         seconds = entry["seconds_per_epoch"]
-        lines.append(f"| `{point}` | {entry['params'] / 1e6:.2f} M | {entry['mflops_per_image']:.0f} | "
+        lines.append(f"| `{point}` | {entry['params'] / 1e6:.2f} M | {entry['macs_per_image'] / 1e6:.0f} | "
                      f"{format_seconds(seconds)} | "
                      f"{percent(entry['test_acc'])} | {percent(entry['test_acc_tta'])} |")
+    lines += ["", "Points above (+) or below (-) the static front at equal cost, test accuracy (with TTA):", "",
+              "| point | at equal parameters | at equal inference MACs | at equal training time |", "|---|---|---|---|"]
+    for point, axes in results["versus_front"].items():
+        entry = results["points"][point]
+        cells = ["not measured" if cost_of(entry) is None else
+                 f"{points_difference(axes[axis]['test_acc'])} ({points_difference(axes[axis]['test_acc_tta'])})"
+                 for axis, cost_of in AXES.items()]
+        lines.append(f"| `{point}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
