@@ -1,6 +1,30 @@
-"""Makes ``torch`` available to the docstring examples that pytest runs as doctests."""
+"""Makes ``torch`` available to the docstring examples that pytest runs as doctests, restores the process-wide
+settings a test may change, and writes the fake CIFAR-10 the recipe's tests train on."""
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_settings():
+    """Tests that call ``train.main`` in-process change the thread count, deterministic algorithms, the random state
+    and cuDNN flags for the whole process (as a training run should); put them back so that no test's outcome depends
+    on the tests before it. glibc's heap thresholds (``--reuse-memory``) only change speed, so they stay."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    rng = torch.get_rng_state()
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_rng_state(rng)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn
+    if cublas is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
 @pytest.fixture(autouse=True)

@@ -167,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         precision = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
     if device.type == "cuda":
         precision = "fp16 (the package's own)"
-    origin = provenance(device, ["benchmarks/airbench_anchor.py", *(sys.argv[1:] if argv is None else argv)])
+    origin = provenance(device, None if argv is None else ["-m", "benchmarks.airbench_anchor", *argv])
     write_package_data(args.work_dir, args.data_dir, args.subset, args.test_subset)
     results = []
     cwd = os.getcwd()

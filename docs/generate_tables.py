@@ -15,6 +15,7 @@ writes the ``.inc.rst`` tables (``docs/generated/``) from the same functions:
 """
 import argparse
 import dataclasses
+import functools
 import json
 import re
 import statistics
@@ -42,7 +43,6 @@ def list_table(header: Sequence[str], rows: List[Sequence[str]], widths: str = "
 
 
 RESULTS_PATH = ROOT / "examples" / "cifar10" / "results.json"
-RECORDS_ROOT = ROOT / "examples" / "cifar10"
 READMES = {"README.md": ROOT / "README.md", "examples/cifar10/README.md": ROOT / "examples" / "cifar10" / "README.md"}
 
 
@@ -80,8 +80,8 @@ def group_stats(group_id: str) -> Optional[Dict[str, Any]]:
 
 def relative_time(group_id: str) -> Optional[float]:
     """A group's training time relative to the ``cpu`` preset's, on one machine: its step-time ratio to the static
-    network (``cost.step_ratio``, from an alternated timing record) times its epochs over the preset's, or, for a run
-    of other code (the anchor), its training time over the preset's median on the same machine; None if unmeasured."""
+    network (``cost.step_ratio``, from an alternated timing record) times its epochs over the preset's; None if not
+    timed that way (airbench's own code ran in other sittings)."""
     from cifar10_recipe.presets import PRESETS
 
     data = _results_file()
@@ -89,10 +89,7 @@ def relative_time(group_id: str) -> Optional[float]:
     stats = group_stats(group_id)
     if cost is None or stats is None:
         return None
-    if "step_ratio" in cost:
-        return cost["step_ratio"] * stats["epochs"] / PRESETS["cpu"]["epochs"]
-    base = [e["train_s"] for e in data["results"] if e["record"] in data["groups"][cost["train_time_of"]]["records"]]
-    return stats["train_s"][0] / statistics.median(base)
+    return cost["step_ratio"] * stats["epochs"] / PRESETS["cpu"]["epochs"]
 
 
 def mean_sd(stat) -> str:
@@ -112,9 +109,18 @@ def _duration(seconds) -> str:
 
 
 def _time_of(stats: Dict[str, Any]) -> str:
-    if stats["wall_s"] is not None and "H200" not in stats["hardware"]:
-        return _duration(stats["wall_s"]) + " wall"
-    return _duration(stats["train_s"]) + " training" if stats["train_s"] else "-"
+    """A GPU group's training time (each run times itself with CUDA events), or a CPU group's wall time from the one
+    run its ``timed_alone`` names (a 2-core VM's speed drifts between sittings, so only a run recorded as alone and as
+    the README's command counts); ``-`` otherwise."""
+    if "H200" in stats["hardware"]:
+        if stats["train_s"]:
+            return _duration(stats["train_s"]) + " training"
+        return _duration(stats["wall_s"]) + " wall" if stats["wall_s"] else "-"
+    record = stats["group"].get("timed_alone")
+    if record is None:
+        return "-"
+    entry = next(e for e in _recorded_results() if e["record"] == record)
+    return _duration((entry["wall_s"], entry["wall_s"])) + " wall, alone"
 
 
 def _short_command(group: Dict[str, Any]) -> str:
@@ -134,7 +140,7 @@ def presets_markdown() -> str:
     rows = ["| preset | command | hardware | time | test accuracy | with TTA | airbench's own code, same machine "
             "(TTA) |", "|---|---|---|---|---|---|---|"]
     for group, stats, anchor in _preset_rows():
-        anchor_text = f"{mean_sd(anchor['acc'])} ({mean_sd(anchor['tta'])}), {_time_of(anchor)}" if anchor else "-"
+        anchor_text = f"{mean_sd(anchor['acc'])} ({mean_sd(anchor['tta'])})" if anchor else "-"
         if stats is None:
             rows.append(f"| `{group['title']}` | `{_short_command(group)}` | {group['hardware']} | not run yet | - | "
                         "- | - |")
@@ -170,8 +176,8 @@ def weights_markdown() -> str:
     from cifar10_recipe.shipping import read_metadata
 
     latency = _latency_record().get("latency", {}).get("onnxruntime B=1", {})
-    rows = ["| weights (`model.tag`) | test accuracy (TTA) | params | MFLOPs | CPU latency, batch 1 | recipe |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| weights (`model.tag`) | test accuracy of the file, float32 | as trained (TTA) | params | MFLOPs | "
+            "CPU latency, batch 1 | recipe |", "|---|---|---|---|---|---|---|"]
     for name in timm.list_models("dynconv*", pretrained=True):
         path = Path(timm.models.get_pretrained_cfg(name).file)
         if not path.exists():
@@ -181,7 +187,9 @@ def weights_markdown() -> str:
         params, mflops = _params_and_mflops(model)
         recipe = meta["recipe"]
         time = f"{latency[model] * 1e3:.1f} ms" if model in latency else "-"
-        rows.append(f"| `{name}` | {100 * meta['test_acc_fp32']:.2f}% ({100 * meta['test_acc_tta_recorded']:.2f}%) | "
+        trained = (f"{100 * meta['test_acc_recorded']:.2f}% ({100 * meta['test_acc_tta_recorded']:.2f}%)"
+                   if "test_acc_recorded" in meta else f"- ({100 * meta['test_acc_tta_recorded']:.2f}%)")
+        rows.append(f"| `{name}` | {100 * meta['test_acc_fp32']:.2f}% | {trained} | "
                     f"{params / 1e6:.2f} M | {mflops:.0f} | {time} | `{recipe['preset']}`, {recipe['epochs']} epochs |")
     return "\n".join(rows) + "\n"
 
@@ -215,10 +223,11 @@ def worth_it_markdown() -> str:
     if not rows:
         return "No recorded run yet.\n"
     static = rows[0]
-    lines = ["On the `cpu` recipe (airbench94's network, 2-core CPU), training time relative to the static preset's "
-             "9 epochs (from alternated timing runs on one machine); accuracy after N epochs does not depend on the "
-             "machine:", "", "| network | relative training time | test accuracy | with TTA | vs static, 9 epochs "
-             "(TTA) |", "|---|---|---|---|---|"]
+    lines = [f"On the `cpu` recipe (airbench94's network, 2-core CPU), training time relative to the static "
+             f"preset's 9 epochs, from each layout's step time alternated with the static network's alone on one "
+             f"machine. {machine_spread_sentence()}", "",
+             "| network | relative training time | test accuracy | with TTA | vs static, 9 epochs (TTA) |",
+             "|---|---|---|---|---|"]
     for row in rows:
         time = f"{row['relative_time']:.2f}x" if row["relative_time"] is not None else "-"
         versus = "" if row is static else (f"{_difference(row['acc'], static['acc'])} "
@@ -226,6 +235,26 @@ def worth_it_markdown() -> str:
         lines.append(f"| {row['title']} | {time} | {mean_sd(row['acc'])} | {mean_sd(row['tta'])} | {versus} |")
     lines += ["", *[f"- {bullet}" for bullet in worth_it_bullets(rows)]]
     return "\n".join(lines) + "\n\n![accuracy against training time](docs/images/worth_it.png)\n"
+
+
+#: the same command and seed on the two kinds of 2-core machine the CPU study ran on
+SAME_RUN_ON_TWO_MACHINES = ("records/cpu-recipe/xeon-muon-e9-s0", "records/cpu-recipe/epyc-cpu-readme-s0")
+#: airbench's own code and the cpu preset, alone on one machine on the same day (not alternated)
+SAME_DAY_ANCHOR = ("../../benchmarks/results/airbench94_cpu_bf16_reuse_epyc.json",
+                   "records/cpu-recipe/epyc-cpu-readme-s0")
+
+
+def _entry(record: str) -> Dict[str, Any]:
+    return next(e for e in _recorded_results() if e["record"] == record)
+
+
+def machine_spread_sentence() -> str:
+    """How far one command and seed lands apart on the study's two CPUs, from their records."""
+    xeon, epyc = (_entry(record) for record in SAME_RUN_ON_TWO_MACHINES)
+    return (f"The DCD rows' seeds ran on a 2-core AMD EPYC, the others on a 2-core Intel Xeon; the same command and "
+            f"seed gave {100 * xeon['test_acc_mean']:.2f}% (TTA {100 * xeon['test_acc_tta_mean']:.2f}%) on the Xeon "
+            f"and {100 * epyc['test_acc_mean']:.2f}% ({100 * epyc['test_acc_tta_mean']:.2f}%) on the EPYC, so gaps "
+            f"of that size between the two are not results:")
 
 
 def worth_it_bullets(rows: List[Dict[str, Any]]) -> List[str]:
@@ -236,19 +265,31 @@ def worth_it_bullets(rows: List[Dict[str, Any]]) -> List[str]:
     ahead = best["acc"][0] > static["acc"][0] and best["tta"][0] > static["tta"][0]
     spread = max(best["acc"][1] or 0.0, static["acc"][1] or 0.0, best["tta"][1] or 0.0, static["tta"][1] or 0.0)
     within = max(abs(best["acc"][0] - static["acc"][0]), abs(best["tta"][0] - static["tta"][0])) <= spread
-    verdict = ("**On the 2-core CPU, yes.** The best dynamic layout beats the static preset at equal training time"
-               if ahead else "**On the 2-core CPU, not yet.** No dynamic layout beats the static preset at equal "
-               "training time; the closest is")
+    verdict = ("**At equal training time on the 2-core CPU, yes.** The best dynamic layout beats the static preset"
+               if ahead else "**At equal training time on the 2-core CPU, not yet.** No dynamic layout beats the "
+               "static preset; the closest is")
     bullets = [f"{verdict} {best['title']} ({best['relative_time']:.2f}x the time): "
                f"{_difference(best['acc'], static['acc'])} points ({_difference(best['tta'], static['tta'])} with TTA) "
                f"over {best['acc'][2]} seeds" + (", within the seeds' spread" if within else "") + "."]
+    anchor, preset = (_entry(record) for record in SAME_DAY_ANCHOR)
+    bullets.append(f"**airbench's own code** trained in {anchor['train_s']:.0f} s against the preset's "
+                   f"{preset['train_s']:.0f} s alone on the 2-core EPYC the same day "
+                   f"({anchor['train_s'] / preset['train_s']:.2f}x; not alternated), to "
+                   f"{100 * anchor['test_acc_mean']:.2f}% (TTA {100 * anchor['test_acc_tta_mean']:.2f}%) against "
+                   f"{100 * preset['test_acc_mean']:.2f}% ({100 * preset['test_acc_tta_mean']:.2f}%).")
     costs = _newest_record("family_costs")
     if costs:
         ratios = costs["network_ratios"]
-        mixing = [ratios[k] for k in ("condconv", "dyconv", "odconv", "branch") if k in ratios]
-        bullets.append(f"**DCD is the cheap family**: {ratios['dcd_routed']:.2f}-{ratios['dcd']:.2f}x a static "
-                       f"training step, where kernel and branch mixing in the same places cost {min(mixing):.2f}-"
-                       f"{max(mixing):.2f}x (one alternated run on the 2-core CPU).")
+        mixing = ", ".join(f"{name} {ratios[key]:.2f}x" for key, name in (
+            ("condconv", "CondConv"), ("dyconv", "DyConv"), ("odconv", "ODConv"), ("branch", "branch mixing"))
+            if key in ratios)
+        bullets.append(f"**DCD is the cheap family**: {ratios['dcd_routed']:.2f}x (last two segments) and "
+                       f"{ratios['dcd']:.2f}x (every segment) a static training step, where the other families in "
+                       f"the same places cost {mixing} (one alternated run of a `cpu`-recipe step on a 2-core "
+                       f"{costs['provenance']['machine']['cpu']}, {costs['provenance']['date'][:10]}, commit "
+                       f"{costs['provenance']['commit'][:7]}).")
+    if four_axis_results()["versus_front"]:
+        bullets.append(four_axis_bullet())
     fast, anchor = group_stats("fast"), group_stats("anchor-h200")
     if fast and anchor:
         bullets.append(f"**On a GPU the dynamic block pays epoch for epoch**: the `fast` preset leads airbench's own "
@@ -582,8 +623,71 @@ def deploy_latency_table() -> str:
             f"``{provenance['command']}``.\n\n" + list_table(["model", *keys], rows))
 
 
+FOUR_AXIS_RECORDS = ROOT / "examples" / "cifar10" / "records" / "four-axis"
+FOUR_AXIS_LABELS = {"kw1d4x": "KernelWarehouse 1/4x", "kw1d2x": "KernelWarehouse 1/2x", "kw1x": "KernelWarehouse 1x",
+                    "dcd_routed": "DCD in the last two segments", "odconv": "ODConv (K=1) second in every segment"}
+
+
+@functools.cache
+def four_axis_results() -> Dict[str, Any]:
+    """The four-axis study's points and their distance to the static front (from its run records)."""
+    from cifar10_recipe import four_axis_study
+
+    return four_axis_study.collect(FOUR_AXIS_RECORDS)
+
+
+def four_axis_table() -> str:
+    """The study's points (costs, accuracy over seeds) and each dynamic point against the static front."""
+    from cifar10_recipe import four_axis_study as study
+
+    results = four_axis_results()
+    rows = [[f"``{point}``", f"{entry['params'] / 1e6:.2f} M", f"{entry['macs_per_image'] / 1e6:.0f}",
+             study.percent(entry["test_acc"]), study.percent(entry["test_acc_tta"])]
+            for point, entry in results["points"].items()]
+    points = list_table(["point", "parameters", "inference MMACs", "test accuracy", "with TTA"], rows)
+    difference = study.points_difference
+    rows = [[f"``{point}``", *(f"{difference(axes[axis]['test_acc'])} ({difference(axes[axis]['test_acc_tta'])})"
+                               for axis in ("params", "macs"))]
+            for point, axes in results["versus_front"].items()]
+    versus = list_table(["point", "vs the front at equal parameters (TTA)", "at equal inference MACs (TTA)"], rows)
+    return points + "\n" + versus
+
+
+def four_axis_bullet() -> str:
+    """One sentence per dynamic point: above or below the static front at its parameters and inference MACs."""
+    results = four_axis_results()
+    parts = []
+    for point, axes in results["versus_front"].items():
+        n = len(results["points"][point]["test_acc"]["values"])
+        cells = []
+        for axis, name in (("params", "parameters"), ("macs", "inference MACs")):
+            value, tta = axes[axis]["test_acc"], axes[axis]["test_acc_tta"]
+            cells.append(f"outside the front's range of {name}" if value is None else
+                         f"{100 * value:+.2f} ({100 * tta:+.2f} with TTA) at equal {name}")
+        parts.append(f"{FOUR_AXIS_LABELS.get(point, point)} ({n} seed{'s' if n > 1 else ''}): " + ", ".join(cells))
+    above = [point for point, axes in results["versus_front"].items()
+             if any((axes[axis]["test_acc"] or 0) > 0 and (axes[axis]["test_acc_tta"] or 0) > 0
+                    for axis in ("params", "macs"))]
+    verdict = (f"yes for {', '.join(FOUR_AXIS_LABELS.get(p, p) for p in above)}" if above else "not on this recipe")
+    return (f"**Per parameter and per inference multiply-add, {verdict}**: against the static network at four "
+            "widths (the `cpu` recipe, 9 epochs; points above (+) or below (-) the front): " + "; ".join(parts) + ".")
+
+
+def family_floor_tables() -> Dict[str, str]:
+    """Every family-floor record's table (``benchmarks/results/family_floor/<machine>.md``) as a literal block."""
+    out = {}
+    for path in sorted((ROOT / "benchmarks" / "results" / "family_floor").glob("*.md")):
+        body = "\n".join(f"   {line}" if line else "" for line in path.read_text().splitlines())
+        out[path.stem] = f".. code-block:: text\n\n{body}\n"
+    return out
+
+
 def write_tables(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    floor = family_floor_tables()
+    for name in ("xeon", "h200"):
+        (folder / f"family_floor_{name}.inc.rst").write_text(floor.get(name, "No recorded run yet.\n"))
+    (folder / "four_axis.inc.rst").write_text(four_axis_table())
     costs = family_costs_tables()
     (folder / "family_costs_blocks.inc.rst").write_text(costs["blocks"])
     (folder / "family_costs_networks.inc.rst").write_text(costs["networks"])

@@ -8,7 +8,7 @@ from the published MAdds are explained, not tolerated away (docs/papers.rst):
   downsampling block; the authors' code and timm build v1.5 (stride on the 3x3), which costs exactly 3 x 77,070,336
   MAdds more. ``test_resnet50_published_madds_are_v1`` proves it on timm's own resnet50.
 - ODConv: the published counts include the attentions' elementwise products with the kernels, which the flop counter
-  does not count; our count is below the published one by the amounts pinned in ``MADDS``.
+  does not count; our count (pinned exactly in ``COUNTS``) is below the published one by those products.
 """
 from functools import partial
 
