@@ -18,8 +18,6 @@ import argparse
 import itertools
 import json
 import math
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,6 +26,7 @@ import timm
 
 from dynconv.models import count_parameters_and_multiply_adds
 
+from .equal_budget_study import read_metrics, run_and_record
 from .report import spread
 
 # the recipe package sits in examples/cifar10, beside the records
@@ -54,32 +53,11 @@ PLAN = [(point, seed) for seed in SEEDS for point in POINTS]
 TIMING_EPOCHS = 2
 TIMING_SUBSET = 10_000  # 5 batches of 2000: the second epoch's training time scales to the 50,000 images
 TRAIN_IMAGES = 50_000
-RECORD_FILES = ("config.json", "metrics.jsonl", "summary.json")
 
 
 def train_command(point: str, seed: int, out: Path, extra: List[str]) -> List[str]:
     return [sys.executable, "-m", "cifar10_recipe.cli", "--preset", "cpu", *POINTS[point], "--seed", str(seed),
             "--progress", "off", "--out", str(out), *extra]
-
-
-def run_and_record(name: str, command: List[str], run_dir: Path, records: Path) -> None:
-    """Run (or resume) one training run, then copy its record files to ``records/name``."""
-    if (records / name / "summary.json").exists():
-        print(f"{name}: recorded already", flush=True)
-        return
-    if (run_dir / "checkpoints" / "last.json").exists():
-        command = [sys.executable, "-m", "cifar10_recipe.cli", "--resume", str(run_dir), "--progress", "off"]
-    elif run_dir.exists():
-        shutil.rmtree(run_dir)  # started but never checkpointed: nothing to resume
-    print(f"{name}: {' '.join(command)}", flush=True)
-    subprocess.run(command, check=True)
-    (records / name).mkdir(parents=True, exist_ok=True)
-    for file in RECORD_FILES:
-        shutil.copy2(run_dir / file, records / name / file)
-
-
-def read_metrics(path: Path) -> List[Dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def seconds_per_epoch(records: Path) -> Dict[str, Dict[str, float]]:
