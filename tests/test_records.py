@@ -63,6 +63,10 @@ def _recorded_percentages() -> Set[str]:
         stats = generate_tables.group_stats(group)
         for number in _numbers([list(stats["acc"]), list(stats["tta"])] if stats else []):
             found.add(f"{100 * number:.2f}")
+    # the four-axis study's means over seeds, which the generator derives from its run records
+    for entry in generate_tables.four_axis_results()["points"].values():
+        for number in _numbers([entry["test_acc"], entry["test_acc_tta"]]):
+            found.add(f"{100 * number:.2f}")
     return found
 
 
