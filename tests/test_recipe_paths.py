@@ -275,3 +275,17 @@ def test_the_coursework_loader_starts_no_more_workers_than_cpus(fake_cifar_root,
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch warns when a DataLoader asks for more workers than CPUs
         train.loader.check_worker_number_rationality()
+
+
+def test_a_run_saved_before_a_field_existed_resumes_when_the_field_is_at_its_default(tmp_path):
+    """A config.json written before a flag was added lacks its key; resuming must not call that a change, but a
+    non-default value given on the command line still is one."""
+    from cifar10_recipe.config import resolve_config
+
+    saved = {"preset": "cpu", **resolve_config("cpu", {}).to_dict()}
+    del saved["init_blend_epochs"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config, _, _, mode = run_setup.resolve_run("", {}, resume=str(tmp_path))
+    assert mode == "resume" and config.init_blend_epochs == 0.0
+    with pytest.raises(ValueError, match="init_blend_epochs"):
+        run_setup.resolve_run("", {"init_blend_epochs": 1.0}, resume=str(tmp_path))

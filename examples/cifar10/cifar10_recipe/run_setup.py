@@ -51,7 +51,10 @@ def resolve_run(preset: str, overrides: Dict[str, Any], resume: Optional[str] = 
     saved = load_config_file(run_dir / "config.json")
     preset = saved.pop("preset", "") or ""
     config = resolve_config(preset or "cpu", overrides, base=saved)
-    changed = {k: v for k, v in config_differences(saved, config.to_dict()).items() if k not in resumable_fields()}
+    # a field the saved configuration lacks was added after the run started; at its default it behaves as before
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changed = {k: v for k, v in config_differences(saved, config.to_dict()).items()
+               if k not in resumable_fields() and not (k not in saved and v[1] == defaults[k])}
     if changed and not allow_config_change:
         details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise ValueError(f"--resume {run_dir}: the flags change the saved configuration ({details}); "
