@@ -52,6 +52,7 @@ def _small_model(kind: str) -> DynConvNet:
 @pytest.mark.slow  # 2-10 s per model; the block-family tests below cover every kind fast
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_onnx_export_has_a_dynamic_batch_and_matches_eager(name, tmp_path):
+    torch.manual_seed(0)
     model = _calibrated(timm.create_model(name))
     path = export_onnx(model, tmp_path / f"{name}.onnx")
     inputs = _inputs(model, seed=1)
@@ -59,7 +60,10 @@ def test_onnx_export_has_a_dynamic_batch_and_matches_eager(name, tmp_path):
         expected = [model(x) for x in inputs]
     for x, got, want in zip(inputs, _onnx_outputs(path, inputs), expected, strict=True):
         assert got.shape == (len(x), model.num_classes)
-        torch.testing.assert_close(got, want, **TOLERANCE)
+        # random BatchNorm maps through a deep network give logits up to ~1e6, where float32 sums taken in another
+        # order differ by ~1e-3 relative on single elements: compare against the outputs' scale
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got, want, rtol=TOLERANCE["rtol"], atol=TOLERANCE["atol"] * scale)
 
 
 @pytest.mark.parametrize("kind", block_kinds())
