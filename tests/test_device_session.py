@@ -117,10 +117,10 @@ def test_the_carry_holds_timm_and_airbench_with_their_versions(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "tools" / "prepare_device_carry.sh")], env=environment, cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    # -S: no site-packages, so only the carry can answer
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from importlib.metadata import version; "
-             "print(version('timm'), version('airbench'))")
-    answer = subprocess.run([sys.executable, "-S", "-c", probe, str(dest / "pylib")], capture_output=True, text=True)
+    # -S: no site-packages, so only the carry (on PYTHONPATH, as the device session puts it) can answer
+    probe = "from importlib.metadata import version; print(version('timm'), version('airbench'))"
+    answer = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(dest / "pylib")})
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.split() == [version("timm"), version("airbench")]  # the installed ones
     assert (dest / "tools" / "cifar10-root").is_file() and (dest / "data" / "cifar10-source").is_dir()
