@@ -119,7 +119,7 @@ def _time_of(stats: Dict[str, Any]) -> str:
     record = stats["group"].get("timed_alone")
     if record is None:
         return "-"
-    entry = next(e for e in _recorded_results() if e["record"] == record)
+    entry = _entry(record)
     return _duration((entry["wall_s"], entry["wall_s"])) + " wall, alone"
 
 
