@@ -98,16 +98,13 @@ def test_a_worker_killed_mid_epoch_is_restarted_by_torchrun_and_resumes_by_itsel
 
 
 def test_sigterm_to_torchrun_stops_every_worker_at_one_step_with_a_checkpoint(fake_cifar_root, tmp_path, whole):
+    # rank 0 sends SIGTERM to torchrun (which forwards it to both workers) at its 10th step, the second of epoch 2, and
+    # waits for its own copy: the processes agree on the stop every 4 steps, so they stop after step 4 of epoch 2
     run_dir = tmp_path / "run"
-    process = _torchrun(*_resume_args(fake_cifar_root), "--out", str(run_dir), start_new_session=True)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while not metrics.exists():  # the first epoch is done: the second is under way
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)  # torchrun forwards it to its workers, early in the second epoch
-    output, _ = process.communicate(timeout=300)
-    assert "stopped by SIGTERM at epoch 2, step 4" in output, output  # the processes agree every 4 steps
+    process = _torchrun(*_resume_args(fake_cifar_root), "--out", str(run_dir), script=CRASHING_SCRIPT,
+                        env={**os.environ, "CRASH_AT": "10", "CRASH_SIGNAL": "SIGTERM"})
+    output, _ = process.communicate(timeout=600)
+    assert "stopped by SIGTERM at epoch 2, step 4" in output, output
     manifest = json.loads((run_dir / "checkpoints" / "last.json").read_text())
     assert (manifest["epoch"], manifest["step"]) == (1, 4)
     _finish(_torchrun("--resume", str(run_dir)))

@@ -89,7 +89,7 @@ def test_temperature_annealing_reaches_every_routing_head_once_per_new_value(fak
 
 def test_eval_only_reproduces_the_recorded_accuracy(fake_cifar_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir)])
+    assert train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir)]) == 0
     capsys.readouterr()
     assert train.main(["--eval", str(run_dir / "checkpoints" / "best.safetensors")]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -140,7 +140,7 @@ def test_same_seed_gives_identical_metrics_in_deterministic_mode(fake_cifar_root
 
 def test_resume_rejects_a_changed_configuration(fake_cifar_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir)])
+    assert train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir)]) == 0
     assert train.main(["--resume", str(run_dir), "--lr", "0.5", "--model", "dynconv_cifar"]) == 2
     error = capsys.readouterr().err
     assert "lr: 0.2 -> 0.5" in error and "model: 'dynconv_cifar_tiny' -> 'dynconv_cifar'" in error
@@ -155,7 +155,7 @@ def test_data_errors_are_one_clear_message(tmp_path, capsys):
 
 def test_an_existing_run_directory_is_not_overwritten(fake_cifar_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir)])
+    assert train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--epochs", "1", "--out", str(run_dir)]) == 0
     assert train.main([*QUICK, "--data-dir", str(fake_cifar_root), "--out", str(run_dir)]) == 2
     assert "already holds a run" in capsys.readouterr().err
 
