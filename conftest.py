@@ -1,9 +1,18 @@
 """Makes ``torch`` available to the docstring examples that pytest runs as doctests, restores the process-wide
 settings a test may change, and writes the fake CIFAR-10 the recipe's tests train on."""
 import os
+import platform
 
 import pytest
 import torch
+
+
+def pytest_report_header(config):
+    """The versions this run tests, in its log (CI's record of what it tested; tests/test_versions.py)."""
+    import timm
+
+    return (f"dynconv tested with: Python {platform.python_version()}, torch {torch.__version__}, "
+            f"timm {timm.__version__}")
 
 
 @pytest.fixture(autouse=True)

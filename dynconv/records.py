@@ -10,7 +10,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -58,7 +58,7 @@ def provenance(device: torch.device, argv: Optional[List[str]] = None) -> Dict[s
     return {
         "commit": git_commit(),
         "command": shlex.join(["python", *(_this_command() if argv is None else argv)]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
