@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import timm
 import torch
@@ -31,9 +31,10 @@ BATCHES = (1, 256)
 PATHS = ("eager_folded", "onnxruntime")
 
 
-def _runners(name: str, batch: int, folder: Path) -> Dict[str, Callable[[], None]]:
+def _runners(name: str, batch: int, folder: Path, kwargs: Optional[Dict[str, Any]] = None
+             ) -> Dict[str, Callable[[], None]]:
     torch.manual_seed(0)
-    model = reparameterize_model(timm.create_model(name).eval())
+    model = reparameterize_model(timm.create_model(name, **(kwargs or {})).eval())
     x = torch.randn(batch, *model.pretrained_cfg["input_size"])
 
     def eager():
@@ -56,12 +57,19 @@ def _runners(name: str, batch: int, folder: Path) -> Dict[str, Callable[[], None
     return runners
 
 
-def latencies(models, batches, rounds: int) -> Dict[str, Dict[str, float]]:
-    """"<path> B=<batch>" -> model -> median seconds per call."""
+def latencies(models, batches, rounds: int,
+              specs: Optional[Mapping[str, Tuple[str, Dict[str, Any]]]] = None) -> Dict[str, Dict[str, float]]:
+    """"<path> B=<batch>" -> model -> median seconds per call. ``specs`` maps a label of ``models`` that is not a
+    registered name to the model it stands for and its ``timm.create_model`` arguments (e.g. a static network at
+    another width)."""
+    specs = specs or {}
     results: Dict[str, Dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for batch in batches:
-            runners = {name: _runners(name, batch, Path(folder)) for name in models}
+            runners = {}
+            for label in models:
+                name, kwargs = specs.get(label, (label, {}))
+                runners[label] = _runners(name, batch, Path(folder), kwargs)
             for path in PATHS:
                 candidates = {name: r[path] for name, r in runners.items() if path in r}
                 for run in candidates.values():
@@ -81,7 +89,8 @@ def latencies(models, batches, rounds: int) -> Dict[str, Dict[str, float]]:
     return results
 
 
-def _markdown(record: Dict) -> str:
+def markdown(record: Dict) -> str:
+    """The record as a Markdown table: one row per model, one column per path and batch."""
     keys = list(record["latency"])
     lines = [f"# CPU deployment latency, float32 ({record['provenance']['machine']['cpu']}, "
              f"{torch.get_num_threads()} threads)", "",
@@ -104,7 +113,7 @@ def main(argv=None) -> int:
     record = {"models": args.models, "rounds": args.rounds, "precision": "float32",
               "provenance": provenance(torch.device("cpu"), ["benchmarks/deploy_latency.py", *(argv or sys.argv[1:])]),
               "latency": latencies(args.models, args.batches, args.rounds)}
-    write_record(args.out, record, _markdown(record))
+    write_record(args.out, record, markdown(record))
     return 0
 
 

@@ -9,7 +9,8 @@ Two measurements, each alternating its candidates round by round so that a slow 
   channels-last, bf16 autocast where the CPU has it natively (``--amp auto``, as the recipe), against the static block;
 - **networks**: one training step of the ``cpu`` recipe (batch 2000, its Muon + SGD optimizer, label smoothing) on
   airbench94's network with each family in the second block of every segment, and the cheaper layouts with dynamic
-  blocks in the last segments only, against the static network.
+  blocks in the last segments only, and KernelWarehouse's networks at 1/4x, 1/2x and 1x (measured as networks only:
+  a warehouse is shared by a range of layers), against the static network.
 
 ``feature_attention`` is not a library family: it is the candidate the issue asked about (ODConv's channel and filter
 attentions applied to the features around one static kernel), measured here to decide whether it earns a place.
@@ -85,6 +86,11 @@ LAYOUTS = {
     "dcd": ("dynconv_cifar_fast_dcd", {}),
     "dcd_routed": ("dynconv_cifar_fast_dcd_routed", {}),
     "dcd_last": ("dynconv_cifar_fast_static", {"block": ("static", "static", ("static", "dcd"))}),
+    # KernelWarehouse's networks as the four-axis study trains them (every convolution after the first from a
+    # warehouse per segment); a lone KW block means nothing, its warehouse being shared by a range of layers
+    "kw1d4x": ("dynconv_cifar_fast_kw1d4x", {}),
+    "kw1d2x": ("dynconv_cifar_fast_kw1d2x", {}),
+    "kw1x": ("dynconv_cifar_fast_kw1x", {}),
 }
 
 

@@ -13,6 +13,9 @@ the records they show.
   time, from ``benchmarks/results/family_costs/*.json``.
 - ``generated/deploy_latency.png``: accuracy against CPU latency at batch 1 and 256, from
   ``benchmarks/results/deploy_latency/*.json`` and the records.
+- ``generated/four_axis.png``: the four-axis study, one panel per cost axis (parameters, inference multiply-adds,
+  batch-1 latency, seconds per epoch): the static front drawn through its widths, the dynamic points against it, from
+  the study's records (``examples/cifar10/records/four-axis/``).
 """
 import csv
 import json
@@ -248,8 +251,48 @@ def draw_deploy_latency(points, out: Path) -> bool:
     return save(figure, out)
 
 
+#: the four-axis study's panels: cost of a point's entry, axis label
+FOUR_AXIS_PANELS = (
+    (lambda e: e["params"] / 1e6, "parameters (M)"),
+    (lambda e: e["macs_per_image"] / 1e6, "inference multiply-adds per image (M)"),
+    (lambda e: e.get("latency_ms"), "batch-1 latency, ONNX Runtime (ms)"),
+    (lambda e: e["seconds_per_epoch"]["mean"] if e.get("seconds_per_epoch") else None, "seconds per epoch (alone)"),
+)
+
+
+def draw_four_axis(results: dict, out: Path) -> bool:
+    """Test accuracy (mean and sd over seeds) against each cost axis: the static front as a line through its
+    widths, each dynamic point as a labelled marker. Axes without measurements are left out."""
+    points = results["points"]
+    panels = [(cost, label) for cost, label in FOUR_AXIS_PANELS
+              if any(cost(entry) is not None for entry in points.values())]
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), sharey=True, squeeze=False)
+    for axis, (cost, label) in zip(axes[0], panels, strict=True):
+        front = sorted((cost(e), 100 * e["test_acc"]["mean"], 100 * e["test_acc"]["std"])
+                       for e in points.values() if e["front"] and cost(e) is not None)
+        if front:
+            xs, ys, sds = zip(*front, strict=True)
+            axis.errorbar(xs, ys, yerr=sds, fmt="s-", color="tab:blue", capsize=3, label="static front")
+        for name, entry in points.items():
+            if entry["front"] or cost(entry) is None:
+                continue
+            axis.errorbar(cost(entry), 100 * entry["test_acc"]["mean"], yerr=100 * entry["test_acc"]["std"],
+                          fmt="o", color="tab:orange", capsize=3)
+            axis.annotate(name, (cost(entry), 100 * entry["test_acc"]["mean"]), fontsize=6, xytext=(4, 3),
+                          textcoords="offset points")
+        axis.set_xscale("log")
+        axis.set_xlabel(label, fontsize=8)
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle("cpu recipe, 9 epochs: static front (squares) against dynamic networks (circles)", fontsize=8)
+    return save(figure, out)
+
+
 def write_charts(folder: Path) -> Dict[str, bool]:
-    from docs.generate_tables import deploy_points, worth_it_rows
+    from docs.generate_tables import deploy_points, four_axis_results, worth_it_rows
 
     folder.mkdir(parents=True, exist_ok=True)
     return {"block_cost": draw_block_costs(folder / "block_cost.png"),
@@ -257,4 +300,5 @@ def write_charts(folder: Path) -> Dict[str, bool]:
             "throughput": draw_throughput(folder / "throughput.png"),
             "worth_it": draw_worth_it(worth_it_rows(), folder / "worth_it.png"),
             "family_costs": draw_family_costs(folder / "family_costs.png"),
-            "deploy_latency": draw_deploy_latency(deploy_points(), folder / "deploy_latency.png")}
+            "deploy_latency": draw_deploy_latency(deploy_points(), folder / "deploy_latency.png"),
+            "four_axis": draw_four_axis(four_axis_results(), folder / "four_axis.png")}

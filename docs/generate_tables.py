@@ -21,7 +21,7 @@ import re
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -170,19 +170,23 @@ def _params_and_mflops(name: str):
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 1e6
 
 
-def weights_markdown() -> str:
-    """The README's table of shipped weights: their accuracy (from their metadata), size, cost and recipe."""
+def _shipped_weights() -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """(``model.tag``, metadata) of every shipped weight file, in timm's order."""
     import dynconv  # noqa: F401  (registers the models and their weights)
     from cifar10_recipe.shipping import read_metadata
 
+    for name in timm.list_models("dynconv*", pretrained=True):
+        path = Path(timm.models.get_pretrained_cfg(name).file)
+        if path.exists():
+            yield name, read_metadata(path)
+
+
+def weights_markdown() -> str:
+    """The README's table of shipped weights: their accuracy (from their metadata), size, cost and recipe."""
     latency = _latency_record().get("latency", {}).get("onnxruntime B=1", {})
     rows = ["| weights (`model.tag`) | test accuracy of the file, float32 | as trained (TTA) | params | MFLOPs | "
             "CPU latency, batch 1 | recipe |", "|---|---|---|---|---|---|---|"]
-    for name in timm.list_models("dynconv*", pretrained=True):
-        path = Path(timm.models.get_pretrained_cfg(name).file)
-        if not path.exists():
-            continue
-        meta = read_metadata(path)
+    for name, meta in _shipped_weights():
         model = name.split(".")[0]
         params, mflops = _params_and_mflops(model)
         recipe = meta["recipe"]
@@ -191,6 +195,19 @@ def weights_markdown() -> str:
                    if "test_acc_recorded" in meta else f"- ({100 * meta['test_acc_tta_recorded']:.2f}%)")
         rows.append(f"| `{name}` | {100 * meta['test_acc_fp32']:.2f}% | {trained} | "
                     f"{params / 1e6:.2f} M | {mflops:.0f} | {time} | `{recipe['preset']}`, {recipe['epochs']} epochs |")
+    return "\n".join(rows) + "\n"
+
+
+def weights_csv() -> str:
+    """The shipped weights' results in the columns of timm's ``results-imagenet.csv`` (no top-5: not recorded):
+    top-1 of the float32 file on the local CIFAR-10 copy's 10,000 test images, parameters in millions."""
+    rows = ["model,img_size,top1,top1_err,param_count,crop_pct,interpolation"]
+    for name, meta in _shipped_weights():
+        cfg = timm.models.get_pretrained_cfg(name)
+        params, _ = _params_and_mflops(name.split(".")[0])
+        top1 = 100 * meta["test_acc_fp32"]
+        rows.append(f"{name},{cfg.input_size[-1]},{top1:.3f},{100 - top1:.3f},{params / 1e6:.2f},"
+                    f"{cfg.crop_pct},{cfg.interpolation}")
     return "\n".join(rows) + "\n"
 
 
@@ -281,7 +298,8 @@ def worth_it_bullets(rows: List[Dict[str, Any]]) -> List[str]:
     if costs:
         ratios = costs["network_ratios"]
         mixing = ", ".join(f"{name} {ratios[key]:.2f}x" for key, name in (
-            ("condconv", "CondConv"), ("dyconv", "DyConv"), ("odconv", "ODConv"), ("branch", "branch mixing"))
+            ("condconv", "CondConv"), ("dyconv", "DyConv"), ("odconv", "ODConv"), ("branch", "branch mixing"),
+            ("kw1d4x", "KernelWarehouse 1/4x in every convolution after the stem"))
             if key in ratios)
         bullets.append(f"**DCD is the cheap family**: {ratios['dcd_routed']:.2f}x (last two segments) and "
                        f"{ratios['dcd']:.2f}x (every segment) a static training step, where the other families in "
@@ -289,7 +307,7 @@ def worth_it_bullets(rows: List[Dict[str, Any]]) -> List[str]:
                        f"{costs['provenance']['machine']['cpu']}, {costs['provenance']['date'][:10]}, commit "
                        f"{costs['provenance']['commit'][:7]}).")
     if four_axis_results()["versus_front"]:
-        bullets.append(four_axis_bullet())
+        bullets += four_axis_bullets()
     fast, anchor = group_stats("fast"), group_stats("anchor-h200")
     if fast and anchor:
         bullets.append(f"**On a GPU the dynamic block pays epoch for epoch**: the `fast` preset leads airbench's own "
@@ -323,6 +341,8 @@ def deploy_points() -> List[Dict[str, Any]]:
 
 
 README_CHART = ROOT / "docs" / "images" / "worth_it"
+#: the shipped weights' results in timm's CSV columns (regenerated with the READMEs)
+WEIGHTS_CSV = ROOT / "benchmarks" / "results" / "results-cifar10-local.csv"
 
 
 def readme_blocks() -> Dict[str, str]:
@@ -350,6 +370,8 @@ def stale_readmes() -> List[str]:
     """The READMEs (and the README's chart, by the data it was drawn from) that differ from what the records give."""
     blocks = readme_blocks()
     stale = [name for name, path in READMES.items() if replace_blocks(path.read_text(), blocks) != path.read_text()]
+    if not WEIGHTS_CSV.exists() or WEIGHTS_CSV.read_text() != weights_csv():
+        stale.append(str(WEIGHTS_CSV.relative_to(ROOT)))
     chart_data = README_CHART.with_suffix(".json")
     if not chart_data.exists() or chart_data.read_text() != _chart_data():
         stale.append(str(chart_data.relative_to(ROOT)))
@@ -365,6 +387,7 @@ def write_readmes() -> None:
     README_CHART.parent.mkdir(parents=True, exist_ok=True)
     draw_worth_it(worth_it_rows(), README_CHART.with_suffix(".png"))
     README_CHART.with_suffix(".json").write_text(_chart_data())
+    WEIGHTS_CSV.write_text(weights_csv())
 
 
 def model_groups(name: str) -> List[str]:
@@ -642,35 +665,64 @@ def four_axis_table() -> str:
 
     results = four_axis_results()
     rows = [[f"``{point}``", f"{entry['params'] / 1e6:.2f} M", f"{entry['macs_per_image'] / 1e6:.0f}",
+             study.format_latency(entry.get("latency_ms")), study.format_seconds(entry["seconds_per_epoch"]),
              study.percent(entry["test_acc"]), study.percent(entry["test_acc_tta"])]
             for point, entry in results["points"].items()]
-    points = list_table(["point", "parameters", "inference MMACs", "test accuracy", "with TTA"], rows)
+    points = list_table(["point", "parameters", "inference MMACs", "batch-1 latency, ms (ONNX Runtime)",
+                         "seconds per epoch (timed alone)", "test accuracy", "with TTA"], rows)
     difference = study.points_difference
+    axes_measured = [axis for axis in FOUR_AXIS_AXES
+                     if any(v[axis]["test_acc"] is not None for v in results["versus_front"].values())]
     rows = [[f"``{point}``", *(f"{difference(axes[axis]['test_acc'])} ({difference(axes[axis]['test_acc_tta'])})"
-                               for axis in ("params", "macs"))]
+                               for axis in axes_measured)]
             for point, axes in results["versus_front"].items()]
-    versus = list_table(["point", "vs the front at equal parameters (TTA)", "at equal inference MACs (TTA)"], rows)
+    versus = list_table(["point", *(f"at {FOUR_AXIS_AXES[axis][1]} (TTA)" for axis in axes_measured)], rows)
     return points + "\n" + versus
 
 
-def four_axis_bullet() -> str:
-    """One sentence per dynamic point: above or below the static front at its parameters and inference MACs."""
+#: the four-axis study's cost axes: key -> (what a bullet calls it, the versus table's column)
+FOUR_AXIS_AXES = {"params": ("parameter", "equal parameters"),
+                  "macs": ("inference multiply-add", "equal inference MACs"),
+                  "latency": ("millisecond of batch-1 latency", "equal batch-1 latency"),
+                  "time": ("second of training", "equal training time")}
+
+
+def four_axis_bullets() -> List[str]:
+    """One sentence per measured cost axis: is any dynamic point above the static front there, and by how much each
+    is above (+) or below (-) it."""
+    from cifar10_recipe.four_axis_study import AXES
+
     results = four_axis_results()
-    parts = []
-    for point, axes in results["versus_front"].items():
-        n = len(results["points"][point]["test_acc"]["values"])
-        cells = []
-        for axis, name in (("params", "parameters"), ("macs", "inference MACs")):
+    points = results["points"]
+    bullets = []
+    for axis, (name, _) in FOUR_AXIS_AXES.items():
+        parts, above = [], []
+        front = [entry for entry in points.values() if entry["front"] and AXES[axis](entry) is not None]
+        for point, axes in results["versus_front"].items():
             value, tta = axes[axis]["test_acc"], axes[axis]["test_acc_tta"]
-            cells.append(f"outside the front's range of {name}" if value is None else
-                         f"{100 * value:+.2f} ({100 * tta:+.2f} with TTA) at equal {name}")
-        parts.append(f"{FOUR_AXIS_LABELS.get(point, point)} ({n} seed{'s' if n > 1 else ''}): " + ", ".join(cells))
-    above = [point for point, axes in results["versus_front"].items()
-             if any((axes[axis]["test_acc"] or 0) > 0 and (axes[axis]["test_acc_tta"] or 0) > 0
-                    for axis in ("params", "macs"))]
-    verdict = (f"yes for {', '.join(FOUR_AXIS_LABELS.get(p, p) for p in above)}" if above else "not on this recipe")
-    return (f"**Per parameter and per inference multiply-add, {verdict}**: against the static network at four "
-            "widths (the `cpu` recipe, 9 epochs; points above (+) or below (-) the front): " + "; ".join(parts) + ".")
+            n = len(points[point]["test_acc"]["values"])
+            seeds = f"{n} seed{'s' if n > 1 else ''}"
+            cost = AXES[axis](points[point])
+            if value is None and cost is not None and front:
+                # beyond the front's range: compare with its costliest width, which it costs more than
+                widest = max(front, key=AXES[axis])
+                if cost > AXES[axis](widest):
+                    gap = points[point]["test_acc"]["mean"] - widest["test_acc"]["mean"]
+                    parts.append(f"{FOUR_AXIS_LABELS.get(point, point)} costs {cost / AXES[axis](widest):.1f}x the "
+                                 f"widest static network and is {100 * gap:+.2f} against it ({seeds})")
+                continue
+            if value is None:
+                continue
+            parts.append(f"{FOUR_AXIS_LABELS.get(point, point)} {100 * value:+.2f} ({100 * tta:+.2f} with TTA; "
+                         f"{seeds})")
+            if value > 0 and tta > 0:
+                above.append(FOUR_AXIS_LABELS.get(point, point))
+        if not parts:
+            continue
+        verdict = f"yes for {', '.join(above)}" if above else "no"
+        bullets.append(f"**Per {name}, {verdict}**: against the static network at four widths (the `cpu` recipe, "
+                       f"9 epochs), points above (+) or below (-) the front: " + "; ".join(parts) + ".")
+    return bullets
 
 
 def family_floor_tables() -> Dict[str, str]:

@@ -8,11 +8,13 @@ front is airbench94's network at four widths. Steps:
                                                         # after 9 epochs does not depend on load)
     python examples/cifar10/four_axis_study.py timing   # ALONE on the machine: seconds per epoch of every point, in
                                                         # alternated short runs
+    python examples/cifar10/four_axis_study.py latency  # ALONE on the machine: batch-1 latency of every point's
+                                                        # network, BatchNorm folded, through ONNX Runtime
     python examples/cifar10/four_axis_study.py report   # study.json and study.md from the records
 
 Records (``config.json``, ``metrics.jsonl``, ``summary.json`` of every run) go to ``--records``; run folders with
-checkpoints stay under ``--runs-dir``. Batch-1 latency comes from ``benchmarks/deploy_latency.py`` (its record is
-named in the report).
+checkpoints stay under ``--runs-dir``. The latency step times the points with :mod:`benchmarks.deploy_latency`
+(alternated rounds, medians) and writes ``latency.json`` beside the runs.
 """
 import argparse
 import itertools
@@ -53,6 +55,39 @@ PLAN = [(point, seed) for seed in SEEDS for point in POINTS]
 TIMING_EPOCHS = 2
 TIMING_SUBSET = 10_000  # 5 batches of 2000: the second epoch's training time scales to the 50,000 images
 TRAIN_IMAGES = 50_000
+LATENCY_KEY = "onnxruntime B=1"
+LATENCY_ROUNDS = 7
+
+
+def network_of(point: str) -> Tuple[str, Dict[str, Any]]:
+    """The registered model and ``timm.create_model`` arguments of a point's network (from its train.py flags)."""
+    flags = POINTS[point]
+    kwargs = flags[flags.index("--model-kwargs") + 1] if "--model-kwargs" in flags else "{}"
+    return flags[flags.index("--model") + 1], json.loads(kwargs)
+
+
+def measure_latency(points: List[str], out: Path, rounds: int = LATENCY_ROUNDS) -> None:
+    """Batch-1 latency of each point's network (float32, BatchNorm folded; eager and ONNX Runtime), alternated
+    round by round, to ``out`` (.json and .md) with its provenance."""
+    import torch
+
+    from benchmarks import deploy_latency
+    from dynconv.records import provenance, write_record
+
+    specs = {point: network_of(point) for point in points}
+    record = {"models": points, "networks": {p: {"model": m, "kwargs": k} for p, (m, k) in specs.items()},
+              "rounds": rounds, "precision": "float32",
+              "provenance": provenance(torch.device("cpu"), ["examples/cifar10/four_axis_study.py", "latency"]),
+              "latency": deploy_latency.latencies(points, (1,), rounds, specs)}
+    write_record(out, record, deploy_latency.markdown(record))
+
+
+def latency_ms(records: Path) -> Dict[str, float]:
+    """Point -> its network's median batch-1 latency through ONNX Runtime in milliseconds (``latency.json``)."""
+    path = records / "latency.json"
+    if not path.exists():
+        return {}
+    return {point: seconds * 1e3 for point, seconds in json.loads(path.read_text())["latency"][LATENCY_KEY].items()}
 
 
 def train_command(point: str, seed: int, out: Path, extra: List[str]) -> List[str]:
@@ -84,6 +119,7 @@ def collect(records: Path) -> Dict[str, Any]:
     """Per point: accuracy over seeds, parameters, inference multiply-adds per image and the timed seconds per epoch;
     per dynamic point, the static front's accuracy at its cost on each axis (:func:`front_comparison`)."""
     timing = seconds_per_epoch(records)
+    latency = latency_ms(records)
     points = {}
     for point in POINTS:
         names = sorted(path.parent.name for path in records.glob(f"{point}-s*/summary.json"))
@@ -94,7 +130,7 @@ def collect(records: Path) -> Dict[str, Any]:
             "front": point in FRONT, "model": summaries[0]["model"], "params": summaries[0]["params"],
             "macs_per_image": inference_multiply_adds(json.loads((records / names[0] / "config.json").read_text())),
             "test_acc": spread(summaries, "test_acc"), "test_acc_tta": spread(summaries, "test_acc_tta"),
-            "seconds_per_epoch": timing.get(point), "records": names,
+            "seconds_per_epoch": timing.get(point), "latency_ms": latency.get(point), "records": names,
             "commits": sorted({s.get("provenance", {}).get("commit") or "?" for s in summaries}),
             "machines": sorted({s.get("provenance", {}).get("machine", {}).get("cpu") or "?" for s in summaries}),
         }
@@ -103,6 +139,7 @@ def collect(records: Path) -> Dict[str, Any]:
 
 #: the cost axes a dynamic point is compared with the static front on: key of a point's entry -> its value
 AXES = {"params": lambda entry: entry["params"], "macs": lambda entry: entry["macs_per_image"],
+        "latency": lambda entry: entry.get("latency_ms"),
         "time": lambda entry: entry["seconds_per_epoch"]["mean"] if entry["seconds_per_epoch"] else None}
 
 
@@ -154,21 +191,26 @@ def format_seconds(seconds: Optional[Dict[str, Any]]) -> str:
     return "-" if seconds is None else f"{seconds['mean']:.0f}"
 
 
+def format_latency(milliseconds: Optional[float]) -> str:
+    return "-" if milliseconds is None else f"{milliseconds:.2f}"
+
+
 def points_difference(value: Optional[float]) -> str:
     return "outside the front" if value is None else f"{100 * value:+.2f}"
 
 
 def markdown_table(results: Dict[str, Any]) -> str:
     """Every point's costs and accuracy, then each dynamic point against the static front at its cost."""
-    lines = ["| point | parameters | inference MMACs | s/epoch (timed alone) | test acc | with TTA |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| point | parameters | inference MMACs | batch-1 latency, ms | s/epoch (timed alone) | test acc | "
+             "with TTA |", "|---|---|---|---|---|---|---|"]
     for point, entry in results["points"].items():
         seconds = entry["seconds_per_epoch"]
         lines.append(f"| `{point}` | {entry['params'] / 1e6:.2f} M | {entry['macs_per_image'] / 1e6:.0f} | "
-                     f"{format_seconds(seconds)} | "
+                     f"{format_latency(entry.get('latency_ms'))} | {format_seconds(seconds)} | "
                      f"{percent(entry['test_acc'])} | {percent(entry['test_acc_tta'])} |")
     lines += ["", "Points above (+) or below (-) the static front at equal cost, test accuracy (with TTA):", "",
-              "| point | at equal parameters | at equal inference MACs | at equal training time |", "|---|---|---|---|"]
+              "| point | at equal parameters | at equal inference MACs | at equal batch-1 latency | "
+              "at equal training time |", "|---|---|---|---|---|"]
     for point, axes in results["versus_front"].items():
         entry = results["points"][point]
         cells = ["not measured" if cost_of(entry) is None else
@@ -180,10 +222,10 @@ def markdown_table(results: Dict[str, Any]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("train", "timing", "report"))
+    parser.add_argument("step", choices=("train", "timing", "latency", "report"))
     parser.add_argument("--records", type=Path, default=DEFAULT_RECORDS, help="where the record files go")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/four-axis"), help="where the runs train")
-    parser.add_argument("--only", nargs="*", help="only these points (train, timing)")
+    parser.add_argument("--only", nargs="*", help="only these points (train, timing, latency)")
     parser.add_argument("--repeats", type=int, default=2, help="timing: alternated rounds over the points")
     parser.add_argument("extra", nargs="*", help="extra train.py flags after --, e.g. -- --threads 1")
     args = parser.parse_intermixed_args(argv)  # so that "--only a b -- --threads 1" reaches train.py
@@ -202,6 +244,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                          str(TIMING_EPOCHS), *args.extra]
                 run_and_record(name, train_command(point, 0, args.runs_dir / name, extra), args.runs_dir / name,
                                args.records)
+    elif args.step == "latency":
+        measure_latency(points, args.records / "latency")
     else:
         results = collect(args.records)
         (args.records / "study.json").write_text(json.dumps(results, indent=1) + "\n")
