@@ -66,18 +66,20 @@ def network_of(point: str) -> Tuple[str, Dict[str, Any]]:
     return flags[flags.index("--model") + 1], json.loads(kwargs)
 
 
-def measure_latency(points: List[str], out: Path, rounds: int = LATENCY_ROUNDS) -> None:
+def measure_latency(points: List[str], out: Path, rounds: int = LATENCY_ROUNDS,
+                    command: Optional[List[str]] = None) -> None:
     """Batch-1 latency of each point's network (float32, BatchNorm folded; eager and ONNX Runtime), alternated
-    round by round, to ``out`` (.json and .md) with its provenance."""
+    round by round, to ``out`` (.json and .md) with its provenance (``command``: the command line to record)."""
     import torch
 
     from benchmarks import deploy_latency
     from dynconv.records import provenance, write_record
 
     specs = {point: network_of(point) for point in points}
+    command = command or ["examples/cifar10/four_axis_study.py", "latency"]
     record = {"models": points, "networks": {p: {"model": m, "kwargs": k} for p, (m, k) in specs.items()},
               "rounds": rounds, "precision": "float32",
-              "provenance": provenance(torch.device("cpu"), ["examples/cifar10/four_axis_study.py", "latency"]),
+              "provenance": provenance(torch.device("cpu"), command),
               "latency": deploy_latency.latencies(points, (1,), rounds, specs)}
     write_record(out, record, deploy_latency.markdown(record))
 
@@ -245,7 +247,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 run_and_record(name, train_command(point, 0, args.runs_dir / name, extra), args.runs_dir / name,
                                args.records)
     elif args.step == "latency":
-        measure_latency(points, args.records / "latency")
+        measure_latency(points, args.records / "latency",
+                        command=["examples/cifar10/four_axis_study.py", *(sys.argv[1:] if argv is None else argv)])
     else:
         results = collect(args.records)
         (args.records / "study.json").write_text(json.dumps(results, indent=1) + "\n")
