@@ -725,6 +725,22 @@ def four_axis_bullets() -> List[str]:
     return bullets
 
 
+def local_copy_gap_table() -> str:
+    """The shipped weights on the local copy's 4,000 lossless training images and on their JPEG twins
+    (``benchmarks/results/local_copy_gap.json``)."""
+    path = ROOT / "benchmarks" / "results" / "local_copy_gap.json"
+    if not path.exists():
+        return "No recorded run yet.\n"
+    record = json.loads(path.read_text())
+    rows = [[f"``{name}``", f"{100 * row['original_acc']:.2f}%", f"{100 * row['jpeg_acc']:.2f}%",
+             f"{100 * (row['original_acc'] - row['jpeg_acc']):+.2f}", f"{100 * row['agreement']:.2f}%"]
+            for name, row in record["results"].items()]
+    provenance = record["provenance"]
+    return (f"{record['images']} images, float32, eval mode; {provenance['machine']['cpu']}, commit "
+            f"{provenance['commit'][:7]}.\n\n" + list_table(
+                ["weights", "original pixels", "JPEG twins", "difference (points)", "same answer"], rows))
+
+
 def family_floor_tables() -> Dict[str, str]:
     """Every family-floor record's table (``benchmarks/results/family_floor/<machine>.md``) as a literal block."""
     out = {}
@@ -740,6 +756,7 @@ def write_tables(folder: Path) -> None:
     for name in ("xeon", "h200"):
         (folder / f"family_floor_{name}.inc.rst").write_text(floor.get(name, "No recorded run yet.\n"))
     (folder / "four_axis.inc.rst").write_text(four_axis_table())
+    (folder / "local_copy_gap.inc.rst").write_text(local_copy_gap_table())
     costs = family_costs_tables()
     (folder / "family_costs_blocks.inc.rst").write_text(costs["blocks"])
     (folder / "family_costs_networks.inc.rst").write_text(costs["networks"])
