@@ -8,8 +8,10 @@ input channels, output channels (filters) and kernel number (K experts)::
     W_b = sum_k a_w[b, k] * (a_s[b] * W_k)        # a_s over the k x k taps
     y_b = a_f[b] * conv(a_c[b] * x_b, W_b)         # a_c over input channels, a_f over output channels
 
-Input- and output-channel attentions act on the activations (equivalent and cheaper than on the weights). The
-original attention has a BatchNorm after its first layer; we leave it out, so batch size 1 trains.
+The output-channel attention acts on the output (equivalent and cheaper than on the weights). The input-channel
+attention rides on the pass that already applies the spatial one, to the per-sample kernels or to the unfolded
+input, as one (B, C_in, k * k) factor: scaling the input on its own costs a pass over the activations and another in
+the backward. The original attention has a BatchNorm after its first layer; we leave it out, so batch size 1 trains.
 """
 from typing import Optional, Tuple
 
@@ -133,20 +135,25 @@ class ODConv2d(ExpertConv2d):
 
     unfolds_input = True
 
-    def _mixed_outputs(self, x: torch.Tensor, spatial: Optional[torch.Tensor], kernel: Optional[torch.Tensor]
-                       ) -> torch.Tensor:
-        """``conv(x, sum_k a_k (s * W_k)) = sum_k a_k (W_k @ (s * unfold(x)))``: the spatial attention s scales the
-        taps of the unfolded input instead of the kernels, one product with the K experts side by side gives K
-        outputs, and the kernel attention a mixes them. K times the FLOPs of the static convolution and no per-sample
-        kernel. (B, C_in, H, W) -> (B, C_out, H', W')."""
+    def _tap_scales(self, channel: torch.Tensor, spatial: Optional[torch.Tensor]) -> torch.Tensor:
+        """The channel and spatial attentions as one factor per input channel and tap, (B, C_in, k * k)."""
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        if spatial is None:
+            return channel[:, :, None].expand(-1, -1, taps)
+        return channel[:, :, None] * spatial[:, None, :]
+
+    def _mixed_outputs(self, x: torch.Tensor, scales: torch.Tensor, kernel: Optional[torch.Tensor]) -> torch.Tensor:
+        """``conv(a_c * x, sum_k a_k (s * W_k)) = sum_k a_k (W_k @ (a_c s * unfold(x)))``: the channel and spatial
+        attentions scale the taps of the unfolded input instead of the kernels, one product with the K experts side
+        by side gives K outputs, and the kernel attention a mixes them. K times the FLOPs of the static convolution
+        and no per-sample kernel. (B, C_in, H, W) and scales (B, C_in, k * k) -> (B, C_out, H', W')."""
         batch = x.shape[0]
         out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
         patches = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
         taps = self.kernel_size[0] * self.kernel_size[1]
-        if spatial is not None:
-            pixels = out_h * out_w
-            patches = (patches.view(batch, self.in_channels, taps, pixels) * spatial.view(batch, 1, taps, 1).to(
-                x.dtype)).view(batch, self.in_channels * taps, pixels)
+        pixels = out_h * out_w
+        patches = (patches.view(batch, self.in_channels, taps, pixels) * scales[..., None].to(x.dtype)).view(
+            batch, self.in_channels * taps, pixels)
         experts = self.weight.view(self.num_experts * self.out_channels, self.in_channels * taps).to(x.dtype)
         out = torch.matmul(experts, patches)  # (B, K * C_out, H' * W')
         if kernel is not None:
@@ -157,15 +164,17 @@ class ODConv2d(ExpertConv2d):
         check_input(x, self.in_channels, self.weight.dtype)
         channel, filters, spatial, kernel = self.attention(x)
         batch = x.shape[0]
-        x = x * channel[:, :, None, None].to(x.dtype)
         mode = self.resolve_mode(x)
         if mode == "outputs":
-            out = self._mixed_outputs(x, spatial, kernel)
+            out = self._mixed_outputs(x, self._tap_scales(channel, spatial), kernel)
         else:
             experts = self.experts
             weight = experts.expand(batch, *experts.shape[1:]) if kernel is None else mix_kernels(kernel, experts)
-            if spatial is not None:
-                weight = weight * spatial.view(batch, 1, 1, *self.kernel_size).to(weight.dtype)
+            # a grouped kernel's input channels are (C_in / groups) per group: group g's filters see channels g * n..
+            scales = self._tap_scales(channel, spatial).view(batch, self.groups, 1, self.in_channels // self.groups,
+                                                             *self.kernel_size)
+            weight = (weight.view(batch, self.groups, self.out_channels // self.groups, *weight.shape[2:])
+                      * scales.to(weight.dtype)).view(weight.shape)
             out = per_sample_conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups, mode)
         if filters is not None:
             out = out * filters[:, :, None, None].to(out.dtype)
