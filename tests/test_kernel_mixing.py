@@ -127,8 +127,9 @@ def test_auto_mode_follows_the_cost_model_per_device():
     cpu, accelerator = torch.empty(1), torch.empty(1, device="meta")  # meta stands in for any non-CPU device
     pixels = GROUPED_MIN_PIXELS_CPU
 
-    def choose(x, dense="outputs", kernel=590_000, extra=65_000, pixels=pixels, mode="auto"):
-        return select_mode(mode, x, dense=dense, kernel_numel=kernel, dense_numel=extra, output_pixels=pixels)
+    def choose(x, dense="outputs", kernel=590_000, extra=65_000, pixels=pixels, mode="auto", macs=0, per_group=64):
+        return select_mode(mode, x, dense=dense, kernel_numel=kernel, dense_numel=extra, output_pixels=pixels,
+                           dense_extra_macs=macs, in_channels_per_group=per_group)
 
     # per-sample kernels that outweigh the dense form's extra activations: the dense form
     assert choose(cpu) == "outputs"
@@ -137,6 +138,12 @@ def test_auto_mode_follows_the_cost_model_per_device():
     assert choose(cpu, kernel=37_000, extra=262_000) == "grouped"
     assert choose(cpu, kernel=37_000, extra=262_000, pixels=pixels - 1) == "bmm"
     assert choose(cpu, dense=None, pixels=pixels - 1) == "bmm"
+    # the dense form's extra MACs count too: output mixing of 256->256 3x3 (K = 4) pays at 7x7 maps, not at 14x14
+    kernel = 256 * 256 * 9
+    assert choose(cpu, kernel=kernel, extra=4 * 256 * 49, pixels=49, macs=3 * kernel * 49) == "outputs"
+    assert choose(cpu, kernel=kernel, extra=4 * 256 * 196, pixels=196, macs=3 * kernel * 196) == "grouped"
+    # depthwise layers convolve grouped at any map size
+    assert choose(cpu, dense=None, pixels=pixels - 1, per_group=1) == "grouped"
     # a GPU: the dense form wherever a family has one, else the grouped convolution
     assert choose(accelerator, kernel=37_000, extra=262_000) == "outputs"
     assert choose(accelerator, dense=None) == "grouped"

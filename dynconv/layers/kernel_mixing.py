@@ -37,6 +37,12 @@ MODES = ("auto", "grouped", "outputs", "bmm")
 
 # below this many output pixels per sample, each group of a B-group convolution is a GEMM too small for CPU backends
 GROUPED_MIN_PIXELS_CPU = 128
+# how many extra multiply-accumulates of a dense form cost as much as one element of a per-sample kernel on CPU (each
+# element is written when mixed, read by the convolution and, in training, written and read again as a gradient):
+# fitted to benchmarks/results/family_floor/xeon.json, where output mixing is the faster form at 7x7 maps and 256
+# channels and slower at 14x14 (below about 200 the choice moves to a per-sample form at the cpu network's 7x7 layers,
+# where output mixing is 1.4x faster; above it only 1x1 layers change, which no value fits)
+MACS_PER_KERNEL_ELEMENT_CPU = 256
 
 
 def exporting() -> bool:
@@ -45,22 +51,25 @@ def exporting() -> bool:
 
 
 def select_mode(mode: str, x: torch.Tensor, *, dense: Optional[str], kernel_numel: int, dense_numel: int,
-                output_pixels: int) -> str:
+                output_pixels: int, dense_extra_macs: int = 0, in_channels_per_group: int = 2) -> str:
     """Resolve ``"auto"`` by a cost model; while exporting (``torch.export``, ONNX, tracing) pick a form with no
     batch-sized group count instead of any mode: the dense form, else the batched matmul (all are exact).
 
     The per-sample forms (``"grouped"``, ``"bmm"``) build a kernel per sample, ``kernel_numel`` elements (C_out *
     C_in / groups * k * k), which is what makes them slow where maps are small and channels wide: every element is
     written, read and, in training, written again as a gradient, for a convolution over few pixels. A family's dense
-    form (``dense``: output mixing, or KernelWarehouse's patch mixing) builds no kernel but ``dense_numel`` elements
-    of extra activations per sample (K outputs, unfolded patches). So:
+    form (``dense``: output mixing, or KernelWarehouse's patch mixing) builds no kernel, but ``dense_numel`` elements
+    of extra activations per sample (K outputs, unfolded patches) and ``dense_extra_macs`` multiply-accumulates per
+    sample beyond the per-sample convolution's (output mixing: K - 1 more convolutions). So:
 
-    - a dense form wherever its extra activations are no larger than the per-sample kernel (on CPU), and always on a
-      GPU, where cuDNN and cuBLAS run dense products well and the grouped convolution over a (1, B * C, H, W) view
-      is slow;
-    - else a per-sample form: on CPU the grouped convolution while each sample's output has at least
-      ``GROUPED_MIN_PIXELS_CPU`` pixels (below that its per-group products are too small for the CPU backends) and
-      the batched matmul under it; on a GPU the grouped convolution.
+    - on CPU a dense form where its extra activations, plus its extra MACs at ``MACS_PER_KERNEL_ELEMENT_CPU`` per
+      element, are no more than the per-sample kernel; on a GPU always, where cuDNN and cuBLAS run dense products
+      well and the grouped convolution over a (1, B * C, H, W) view is slow;
+    - else a per-sample form. On CPU: the grouped convolution for a depthwise layer (one input channel per group:
+      it is then a depthwise convolution over B x C channels, fast at any map size), otherwise the grouped
+      convolution while each sample's output has at least ``GROUPED_MIN_PIXELS_CPU`` pixels (below that its
+      per-group products are too small for the CPU backends) and the batched matmul under it. On a GPU the grouped
+      convolution.
 
     ``benchmarks/family_floor.py`` measures every mode of every family at the shapes of the CIFAR networks and of
     ResNet-18/50 and MobileNetV2 at 224, and its test checks this choice against those timings. On a GPU the rule is
@@ -74,17 +83,21 @@ def select_mode(mode: str, x: torch.Tensor, *, dense: Optional[str], kernel_nume
         kernel_numel: Elements of one sample's kernel.
         dense_numel: Extra activation elements per sample of the dense form.
         output_pixels: Pixels of one sample's output.
+        dense_extra_macs: Multiply-accumulates per sample of the dense form beyond the per-sample convolution's.
+        in_channels_per_group: C_in / groups (1: depthwise).
     """
     if exporting():
         # a grouped convolution with groups = B would bake the example's batch size into the exported graph
         return dense or "bmm"
     if mode != "auto":
         return mode
-    if dense is not None and (x.device.type != "cpu" or dense_numel <= kernel_numel):
+    on_cpu = x.device.type == "cpu"
+    if dense is not None and (not on_cpu or
+                              dense_numel + dense_extra_macs / MACS_PER_KERNEL_ELEMENT_CPU <= kernel_numel):
         return dense
-    if x.device.type == "cpu":
-        return "grouped" if output_pixels >= GROUPED_MIN_PIXELS_CPU else "bmm"
-    return "grouped"
+    if not on_cpu or in_channels_per_group == 1:
+        return "grouped"
+    return "grouped" if output_pixels >= GROUPED_MIN_PIXELS_CPU else "bmm"
 
 
 def output_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
@@ -163,8 +176,11 @@ def mixed_kernel_conv2d(x: torch.Tensor, routing: torch.Tensor, experts: torch.T
     if mode == "auto":
         out_h, out_w = output_size(x.shape[-2:], experts.shape[-2:], stride, padding, dilation)
         num_experts, out_channels = experts.shape[:2]
+        pixels = out_h * out_w
         mode = select_mode(mode, x, dense="outputs", kernel_numel=experts[0].numel(),
-                           dense_numel=num_experts * out_channels * out_h * out_w, output_pixels=out_h * out_w)
+                           dense_numel=num_experts * out_channels * pixels, output_pixels=pixels,
+                           dense_extra_macs=(num_experts - 1) * experts[0].numel() * pixels,
+                           in_channels_per_group=experts.shape[2])
     mixed_bias = None if bias is None else mix_kernels(routing, bias)
     if mode != "outputs":
         return per_sample_conv2d(x, mix_kernels(routing, experts), mixed_bias, stride, padding, dilation, groups,
@@ -292,9 +308,12 @@ class ExpertConv2d(DynamicConv, nn.Module):
         pixels = out_h * out_w
         taps = self.kernel_size[0] * self.kernel_size[1]
         patches = self.in_channels * taps * pixels if self.unfolds_input else 0
+        kernel_numel = self.out_channels * self.in_channels // self.groups * taps
+        outputs = self.num_experts * self.out_channels * pixels
         return select_mode(self.mode, x, dense="outputs" if "outputs" in self.supported_modes else None,
-                           kernel_numel=self.out_channels * self.in_channels // self.groups * taps,
-                           dense_numel=patches + self.num_experts * self.out_channels * pixels, output_pixels=pixels)
+                           kernel_numel=kernel_numel, dense_numel=patches + outputs, output_pixels=pixels,
+                           dense_extra_macs=(self.num_experts - 1) * kernel_numel * pixels,
+                           in_channels_per_group=self.in_channels // self.groups)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -478,10 +478,18 @@ class KWConv2d(DynamicConv, nn.Module):
         taps = self.kernel_size[0] * self.kernel_size[1]
         kernel_numel = self.out_channels * self.in_channels // self.groups * taps
         cell_in = self.shared_warehouse.cell_shape[1]
-        mixed = self.cell_grid[1] * self.shared_warehouse.num_cells * cell_in * pixels
+        num_cells = self.shared_warehouse.num_cells
+        mixed = self.cell_grid[1] * num_cells * cell_in * pixels
+        # MACs per pixel of the two products (the mixing of the patches per output group and cell, then the product
+        # with every cell) against the per-sample convolution's
+        cell_taps = self.shared_warehouse.cell_shape[2] * self.shared_warehouse.cell_shape[3]
+        per_output = kernel_numel // self.out_channels
+        extra_macs = pixels * max(0, self.cell_grid[1] * num_cells * per_output
+                                  + self.out_channels * num_cells * cell_in * cell_taps - kernel_numel)
         dense = "patches" if "patches" in self.computation_modes() else None
         return select_mode(self.mode, x, dense=dense, kernel_numel=kernel_numel,
-                           dense_numel=self.in_channels * taps * pixels + mixed, output_pixels=pixels)
+                           dense_numel=self.in_channels * taps * pixels + mixed, output_pixels=pixels,
+                           dense_extra_macs=extra_macs, in_channels_per_group=self.in_channels // self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.attention is None:
