@@ -6,9 +6,10 @@ published per-sample form, at the shapes where dynamic convolutions are cheap an
 Two measurements, each alternating its candidates round by round (medians):
 
 - **table**: at six shapes (64->64 at 16x16 and 256->256 at 7x7 and 3x3 at batch 256, 128->128 at 16x16 at batch
-  64, 64->64 at 56x56 and 512->512 at 7x7 at batch 32; or ``--batches``), forward and forward + backward, float32
-  and bf16 autocast: a static ``nn.Conv2d`` (the floor), timm's ``CondConv2d`` with a sigmoid routing head (as
-  timm's EfficientNet-CondConv routes it), every dynconv family in its automatic form, and the published form of
+  64, 64->64 at 56x56 and 512->512 at 7x7 at batch 32; or ``--batches``), forward and forward + backward (with the
+  input's gradient, as inside a network), float32 and bf16 autocast: a static ``nn.Conv2d`` (the floor), timm's
+  ``CondConv2d`` with a sigmoid routing head (as timm's EfficientNet-CondConv routes it), every dynconv family in its
+  automatic form, and the published form of
   the kernel-mixing families (each sample's kernel built, then one grouped convolution with groups = B, as the
   papers' code computes it; here our layers' ``mode="grouped"``). K = 4 experts (ODConv's 4x); DCD and
   KernelWarehouse (1x, its own warehouse) have none.
@@ -82,8 +83,13 @@ def table_layers(in_channels: int, out_channels: int) -> Dict[str, nn.Module]:
 
 
 def _call(module: nn.Module, x: torch.Tensor, backward: bool, autocast) -> Callable[[], None]:
+    """One timed call: forward, or forward and backward with the input's gradient, as every layer but a network's
+    first needs it (without it a static convolution skips its input gradient, while a layer that scales its input
+    by an attention, like ODConv, cannot)."""
     module.train(backward)
     grad = None
+    if backward:
+        x = x.detach().requires_grad_(True)
 
     def run() -> None:
         nonlocal grad
@@ -92,6 +98,7 @@ def _call(module: nn.Module, x: torch.Tensor, backward: bool, autocast) -> Calla
         if backward:
             grad = torch.ones_like(out) if grad is None else grad
             out.backward(grad)
+            x.grad = None  # each call writes the input's gradient afresh rather than adding to the last one
     return run
 
 
@@ -166,7 +173,11 @@ def _markdown(record: Dict) -> str:
     lines = [f"# Dynamic convolutions against their floor ({machine['gpu'] or machine['cpu']})", "",
              f"Median of {record['rounds']} alternated rounds, bare layers, K = {K}; ratio to a static nn.Conv2d of "
              f"the same shape in the same run. Command: `{record['provenance']['command']}`, commit "
-             f"{record['provenance']['commit']}.", "",
+             f"{record['provenance']['commit']}."
+             + (" Forward+backward computes the input's gradient, as every layer of a network but the first does."
+                if record.get("input_grad") else
+                " Forward+backward without the input's gradient (a static convolution then skips it, a layer that "
+                "scales its input, like ODConv, cannot)."), "",
              "| shape | precision | pass | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
     for row in record["table"]:
         base = row["seconds"]["static"]
@@ -192,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 rows use autocast on that device)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    record = {"rounds": args.rounds, "num_experts": K, "threads": torch.get_num_threads(),
+    record = {"rounds": args.rounds, "num_experts": K, "threads": torch.get_num_threads(), "input_grad": True,
               "provenance": provenance(device), "table": table(args.rounds, args.batches, device),
               "modes": [] if args.skip_modes else modes(args.rounds, device)}
     write_record(args.out, record, _markdown(record))
