@@ -1,7 +1,10 @@
 """The standalone benchmark scripts run end to end at toy sizes in the default test run, so that they cannot rot."""
+import csv
 import json
 
-from benchmarks import deploy_latency, family_costs
+import pytest
+
+from benchmarks import deploy_latency, family_costs, timm_benchmark
 
 
 def test_family_costs_writes_a_record_with_every_family_and_layout(tmp_path, monkeypatch):
@@ -19,3 +22,26 @@ def test_deploy_latency_times_both_paths(tmp_path):
                                 "dynconv_cifar_tiny_routed"]) == 0
     record = json.loads((tmp_path / "latency.json").read_text())
     assert set(record["latency"]) == {"eager_folded B=1", "onnxruntime B=1"}
+
+
+def test_timm_benchmark_writes_timms_columns(tmp_path):
+    assert timm_benchmark.main(["--out", str(tmp_path / "bench"), "--models", "dynconv_cifar_tiny_static",
+                                "dynconv_cifar_tiny", "--batch-size", "2", "--steps", "1"]) == 0
+    rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
+    assert list(rows[0]) == timm_benchmark.COLUMNS
+    assert [row["model"] for row in rows] == ["dynconv_cifar_tiny_static", "dynconv_cifar_tiny"]
+    for row in rows:
+        assert float(row["infer_samples_per_sec"]) > 0 and float(row["train_step_time"]) > 0
+        assert row["infer_img_size"] == "32" and row["infer_batch_size"] == "2"
+    static, dynamic = rows
+    # the dynamic network has the same trunk plus routers and experts: more parameters, at least the same MACs
+    assert float(dynamic["param_count"]) > float(static["param_count"]) > 0
+    assert float(dynamic["infer_gmacs"]) >= float(static["infer_gmacs"]) > 0
+    # the CSV is the JSON record's rows, nothing else
+    record = json.loads((tmp_path / "bench.json").read_text())
+    assert [{key: str(value) for key, value in row.items()} for row in record["rows"]] == rows
+
+
+def test_timm_benchmark_rejects_unknown_models(tmp_path):
+    with pytest.raises(SystemExit):
+        timm_benchmark.main(["--out", str(tmp_path / "bench"), "--models", "resnet18"])
