@@ -15,6 +15,17 @@ def pytest_report_header(config):
             f"timm {timm.__version__}")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (the README's test command runs ``-n auto``), each worker gets its share of the cores, and so
+    do the training subprocesses it starts: workers at the default thread count would each use every core and slow
+    one another down."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, len(os.sched_getaffinity(0)) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _restore_process_settings():
     """Tests that call ``train.main`` in-process change the thread count, deterministic algorithms, the random state

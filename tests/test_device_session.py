@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _session(stages: str, out: Path, fake_cifar_root: Path, **env) -> str:
-    environment = {**os.environ, "STAGES": stages, "OUT": str(out), "DEVICE": "cpu", "PYTHON": sys.executable,
+    # without pytest-xdist's worker variables, which would make the stages' own pytest runs disable benchmarking
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
+    environment = {**inherited, "STAGES": stages, "OUT": str(out), "DEVICE": "cpu", "PYTHON": sys.executable,
                    "CIFAR10_ROOT": str(fake_cifar_root), **env}
     result = subprocess.run(["bash", str(ROOT / "tools" / "device_session.sh")], env=environment, cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
