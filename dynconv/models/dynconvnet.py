@@ -568,7 +568,9 @@ default_cfgs = generate_default_cfgs({
     "dynconv_cifar_fast": _cfg("dynconv_cifar_fast"),
     "dynconv_cifar_dcd": _cfg("dynconv_cifar_dcd"),
     "dynconv_cifar_fast_dcd": _cfg("dynconv_cifar_fast_dcd"),
-    "dynconv_cifar_fast_dcd_routed": _cfg("dynconv_cifar_fast_dcd_routed"),
+    "dynconv_cifar_fast_dcd_routed.cpu_cifar10local": _cfg(
+        "dynconv_cifar_fast_dcd_routed",
+        file=_pretrained_file("dynconv_cifar_fast_dcd_routed", "cpu_cifar10local")),
     "dynconv_cifar_fast_odconv": _cfg("dynconv_cifar_fast_odconv"),
     "dynconv_cifar_fast_kw1x": _cfg("dynconv_cifar_fast_kw1x"),
     "dynconv_cifar_fast_kw1d2x": _cfg("dynconv_cifar_fast_kw1d2x"),
