@@ -9,7 +9,7 @@ from torch import nn
 
 from dynconv import CondConv2d, DyConv2d, DynamicBlock, ODConv2d, create_block, set_temperature, temperature_schedule
 from dynconv.layers import KernelMixingBlock, MixedKernelConv2d
-from dynconv.layers.kernel_mixing import GROUPED_MIN_PIXELS_CPU, select_mode
+from dynconv.layers.kernel_mixing import GROUPED_MIN_PIXELS_CPU, select_mode, unfold_channels_last
 from tests.reference import randomize_batchnorms
 
 # (in_channels, out_channels, kernel_size, stride, groups, batch, size)
@@ -106,6 +106,39 @@ def test_channels_last_input_works_in_every_mode():
             expected = layer(x)
             out = layer(x.contiguous(memory_format=torch.channels_last))
             torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("geometry", [((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 1), (2, 1), (1, 0), (1, 1)),
+                                      ((3, 3), (2, 2), (2, 2), (2, 2)), ((1, 1), (1, 1), (0, 0), (1, 1))], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_last_patches_are_unfolds_patches_reordered(geometry, channels_last):
+    kernel, stride, padding, dilation = geometry
+    x = torch.randn(2, 5, 9, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (B, C * kh * kw, L)
+    expected = expected.view(2, 5, kernel[0] * kernel[1], -1).permute(0, 3, 2, 1).reshape(2, expected.shape[-1], -1)
+    torch.testing.assert_close(unfold_channels_last(x, kernel, stride, padding, dilation), expected, rtol=0, atol=0)
+    # its own gradient (each tap's slice added back) against autograd's through F.unfold
+    x = x.double().requires_grad_()
+    grad = torch.randn(expected.shape, dtype=torch.float64)
+    ours, = torch.autograd.grad(unfold_channels_last(x, kernel, stride, padding, dilation), x, grad)
+    reference = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+    reference = reference.view(2, 5, kernel[0] * kernel[1], -1).permute(0, 3, 2, 1).reshape(grad.shape)
+    torch.testing.assert_close(ours, torch.autograd.grad(reference, x, grad)[0])
+
+
+def test_odconv_dense_form_under_autocast_matches_the_float32_oracle():
+    # the dense form casts the input before unfolding it: the result must stay the bf16 rounding of the exact one
+    torch.manual_seed(0)
+    layer = ODConv2d(8, 6, num_experts=3, mode="outputs").train()
+    x = torch.randn(4, 8, 7, 7).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), _reference(layer, x), atol=0.05, rtol=0.02)
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
 
 
 @pytest.mark.parametrize("mode", ["grouped", "outputs", "bmm"])

@@ -107,6 +107,66 @@ def output_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[in
                  for s, k, st, p, d in zip(size, kernel, stride, padding, dilation, strict=True))
 
 
+def _windows(pixels: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+             dilation: Tuple[int, int]) -> torch.Tensor:
+    """(B, H_p, W_p, C) padded channels-last pixels -> (B, H', W', kh, kw, C), a view: windows of (k - 1) * d + 1 rows
+    and columns, every d-th taken."""
+    windows = pixels.unfold(1, (kernel[0] - 1) * dilation[0] + 1, stride[0])
+    windows = windows.unfold(2, (kernel[1] - 1) * dilation[1] + 1, stride[1])[..., ::dilation[0], ::dilation[1]]
+    return windows.permute(0, 1, 2, 4, 5, 3)
+
+
+class _ChannelsLastPatches(torch.autograd.Function):
+    """The windows copied to (B, H' * W', kh * kw * C); the gradient adds each tap's slice back onto the pixels.
+
+    Autograd's own gradient of the two ``unfold`` views takes two scattering passes, 2-3x slower on CPU, and in bf16
+    accumulates in bf16; this one takes kh * kw slice additions into a float32 buffer (about half-ulp accurate)."""
+
+    @staticmethod
+    def forward(ctx, pixels: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+                dilation: Tuple[int, int]) -> torch.Tensor:
+        ctx.geometry = (pixels.shape, kernel, stride, dilation)
+        windows = _windows(pixels, kernel, stride, dilation)
+        return windows.reshape(windows.shape[0], windows.shape[1] * windows.shape[2], -1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        shape, kernel, stride, dilation = ctx.geometry
+        batch, _, _, channels = shape
+        grad_pixels = grad.new_zeros(shape, dtype=torch.promote_types(grad.dtype, torch.float32))
+        out_h, out_w = output_size(shape[1:3], kernel, (1, 1), (0, 0), dilation)
+        out_h, out_w = (out_h - 1) // stride[0] + 1, (out_w - 1) // stride[1] + 1
+        grad = grad.reshape(batch, out_h, out_w, kernel[0], kernel[1], channels)
+        for i in range(kernel[0]):
+            for j in range(kernel[1]):
+                top, left = i * dilation[0], j * dilation[1]
+                grad_pixels[:, top:top + (out_h - 1) * stride[0] + 1:stride[0],
+                            left:left + (out_w - 1) * stride[1] + 1:stride[1]] += grad[:, :, :, i, j]
+        return grad_pixels.to(grad.dtype), None, None, None
+
+
+def unfold_channels_last(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+                         padding: Tuple[int, int], dilation: Tuple[int, int]) -> torch.Tensor:
+    """The input's patches with the channels innermost, ``(B, H' * W', kh * kw * C_in)``, for one dense product with
+    kernels flattened as ``(C_out, kh, kw, C_in)``.
+
+    ``F.unfold`` orders a patch (C_in, kh, kw) with the pixels last, so a product over the patches needs a transposed
+    copy, and its gradient (col2im) scatters with strides of one pixel. Here the patches are windows of a padded
+    channels-last view, copied once with runs of C_in contiguous elements; the output of the product is channels-last.
+
+    Shape:
+        - x: (B, C_in, H, W), any memory format
+        - Output: (B, H' * W', kh * kw * C_in)
+    """
+    pixels = x.permute(0, 2, 3, 1)
+    if padding[0] or padding[1]:
+        pixels = F.pad(pixels, (0, 0, padding[1], padding[1], padding[0], padding[0]))
+    if torch.is_grad_enabled() and pixels.requires_grad and not exporting():
+        return _ChannelsLastPatches.apply(pixels, kernel, stride, dilation)
+    windows = _windows(pixels, kernel, stride, dilation)  # exported graphs keep to standard operators
+    return windows.reshape(windows.shape[0], windows.shape[1] * windows.shape[2], -1)
+
+
 def mix_kernels(routing: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """Per-sample kernels ``sum_k routing[b, k] * experts[k]``.
 
@@ -150,7 +210,11 @@ def per_sample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
         # reshape, not view: x may be channels-last
         out = F.conv2d(x.reshape(1, batch * channels, height, width), weight.reshape(-1, *weight.shape[2:]),
                        None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * batch)
-        return out.view(batch, out_channels, out_h, out_w)
+        out = out.view(batch, out_channels, out_h, out_w)
+        # the B-group convolution's output is NCHW whatever the input: a channels-last network's norm and activation
+        # after it would take their slow mixed-format paths (2x, forward and backward), so it follows the input
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
     if mode == "bmm":
         # explicit sizes rather than einops, which cannot infer a group size from an empty batch
         patches = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C_in*kh*kw, L)

@@ -16,13 +16,12 @@ the backward. The original attention has a BatchNorm after its first layer; we l
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
 from .create_block import register_block
 from .dynamic_block import mix_branches
-from .kernel_mixing import MODES, ExpertConv2d, mix_kernels, output_size, per_sample_conv2d
+from .kernel_mixing import MODES, ExpertConv2d, mix_kernels, output_size, per_sample_conv2d, unfold_channels_last
 from .kernel_mixing_block import kernel_mixing_builder
 from .routing import Router, make_rd_channels
 from .validation import check_input, check_positive_int
@@ -146,19 +145,22 @@ class ODConv2d(ExpertConv2d):
         """``conv(a_c * x, sum_k a_k (s * W_k)) = sum_k a_k (W_k @ (a_c s * unfold(x)))``: the channel and spatial
         attentions scale the taps of the unfolded input instead of the kernels, one product with the K experts side
         by side gives K outputs, and the kernel attention a mixes them. K times the FLOPs of the static convolution
-        and no per-sample kernel. (B, C_in, H, W) and scales (B, C_in, k * k) -> (B, C_out, H', W')."""
+        and no per-sample kernel. (B, C_in, H, W) and scales (B, C_in, k * k) -> (B, C_out, H', W'), channels-last.
+
+        Under autocast the input is cast before it is unfolded, so that the k * k times larger patches are built,
+        scaled and differentiated in the low precision the product would cast them to anyway."""
         batch = x.shape[0]
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
-        patches = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
-        taps = self.kernel_size[0] * self.kernel_size[1]
-        pixels = out_h * out_w
-        patches = (patches.view(batch, self.in_channels, taps, pixels) * scales[..., None].to(x.dtype)).view(
-            batch, self.in_channels * taps, pixels)
-        experts = self.weight.view(self.num_experts * self.out_channels, self.in_channels * taps).to(x.dtype)
-        out = torch.matmul(experts, patches)  # (B, K * C_out, H' * W')
-        if kernel is not None:
-            out = mix_branches(out.view(batch, self.num_experts * self.out_channels, out_h, out_w), kernel)
-        return out.view(batch, self.out_channels, out_h, out_w)
+        patches = unfold_channels_last(x, self.kernel_size, self.stride, self.padding, self.dilation)
+        # the scales (B, C_in, taps) in the patches' (taps, C_in) order, the experts' taps likewise
+        patches = patches * scales.transpose(1, 2).reshape(batch, 1, -1).to(x.dtype)
+        outputs = self.num_experts * self.out_channels
+        experts = self.weight.view(outputs, self.in_channels, -1).transpose(1, 2).reshape(outputs, -1).to(x.dtype)
+        out = patches.reshape(batch * out_h * out_w, -1) @ experts.t()
+        out = out.view(batch, out_h, out_w, outputs).permute(0, 3, 1, 2)
+        return out if kernel is None else mix_branches(out, kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.weight.dtype)
