@@ -128,10 +128,12 @@ def test_channels_last_patches_are_unfolds_patches_reordered(geometry, channels_
     torch.testing.assert_close(ours, torch.autograd.grad(reference, x, grad)[0])
 
 
-def test_odconv_dense_form_under_autocast_matches_the_float32_oracle():
-    # the dense form casts the input before unfolding it: the result must stay the bf16 rounding of the exact one
+@pytest.mark.parametrize("mode", LINEAR_MODES)
+def test_odconv_under_autocast_matches_the_float32_oracle(mode):
+    # every form builds its patches or per-sample kernels in the autocast dtype: the result must stay the bf16
+    # rounding of the exact one
     torch.manual_seed(0)
-    layer = ODConv2d(8, 6, num_experts=3, mode="outputs").train()
+    layer = ODConv2d(8, 6, num_experts=3, mode=mode).train()
     x = torch.randn(4, 8, 7, 7).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x)

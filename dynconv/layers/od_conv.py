@@ -171,6 +171,9 @@ class ODConv2d(ExpertConv2d):
             out = self._mixed_outputs(x, self._tap_scales(channel, spatial), kernel)
         else:
             experts = self.experts
+            if torch.is_autocast_enabled(x.device.type):
+                # the convolution would cast the B per-sample kernels: build them in its dtype instead
+                experts = experts.to(torch.get_autocast_dtype(x.device.type))
             weight = experts.expand(batch, *experts.shape[1:]) if kernel is None else mix_kernels(kernel, experts)
             # a grouped kernel's input channels are (C_in / groups) per group: group g's filters see channels g * n..
             scales = self._tap_scales(channel, spatial).view(batch, self.groups, 1, self.in_channels // self.groups,
