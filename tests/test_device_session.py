@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # the device script's stages, each a training subprocess
+# slow: the device script's stages, each a training subprocess; one xdist worker, so that the shared session of
+# the module fixture runs once, not once per worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("device_session")]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,15 +17,18 @@ from cifar10_recipe import cli as train
 from cifar10_recipe.checkpoint import CheckpointError, load_checkpoint, load_weights
 from cifar10_recipe.config import resolve_config
 from cifar10_recipe.run_manager import STOPPED_EXIT_STATUS
+from tests.threads import run_threads
 
-pytestmark = pytest.mark.slow  # training runs killed, stopped and resumed
+# slow: training runs killed, stopped and resumed; one xdist worker, so that the uninterrupted run they are compared
+# with trains once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fault_tolerance")]
 
 HERE = Path(__file__).parent
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 SUBSET, BATCH = 1024, 128
 STEPS_PER_EPOCH = SUBSET // BATCH
 ARGS = ["--preset", "tiny", "--subset", str(SUBSET), "--test-subset", "256", "--batch-size", str(BATCH),
-        "--threads", "2", "--epochs", "3", "--deterministic", "--progress", "off"]
+        "--threads", run_threads(), "--epochs", "3", "--deterministic", "--progress", "off"]
 
 
 def _metrics(run_dir: Path):

@@ -14,9 +14,10 @@ from cifar10_recipe.config import TrainConfig, model_arguments, resolve_config, 
 from cifar10_recipe.evaluation import tta_logits
 from cifar10_recipe.optimization import lr_factor
 from cifar10_recipe.whitening import init_patch_whitening
+from tests.threads import run_threads
 
 QUICK = ["--preset", "tiny", "--subset", "512", "--test-subset", "128", "--batch-size", "64", "--deterministic",
-         "--threads", "2"]
+         "--threads", run_threads()]
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 
 

@@ -12,13 +12,14 @@ from cifar10_recipe.checkpoint import load_weights
 from cifar10_recipe.config import TrainConfig, resolve_config
 from cifar10_recipe.optimization import lr_factor
 from cifar10_recipe.presets import PRESETS
+from tests.threads import run_threads
 
 pytestmark = pytest.mark.slow  # command-line training runs
 
 TRAIN_SCRIPT = Path(__file__).parents[1] / "examples" / "cifar10" / "train.py"
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
 QUICK = ["--preset", "tiny", "--subset", "1024", "--test-subset", "512", "--batch-size", "64",
-         "--threads", "2"]
+         "--threads", run_threads()]
 
 
 def _history(run_dir: Path):
