@@ -129,6 +129,13 @@ def test_channels_last_patches_are_unfolds_patches_reordered(geometry, channels_
 
 
 @pytest.mark.parametrize("mode", LINEAR_MODES)
+def test_odconv_runs_on_the_meta_device(mode):
+    # the multiply-add counts of the docs run models on meta tensors, where autocast does not exist
+    layer = ODConv2d(4, 6, num_experts=2, mode=mode).to("meta")
+    assert layer(torch.empty(2, 4, 8, 8, device="meta")).shape == (2, 6, 8, 8)
+
+
+@pytest.mark.parametrize("mode", LINEAR_MODES)
 def test_odconv_under_autocast_matches_the_float32_oracle(mode):
     # every form builds its patches or per-sample kernels in the autocast dtype: the result must stay the bf16
     # rounding of the exact one

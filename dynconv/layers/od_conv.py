@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
+from torch.amp import is_autocast_available
 
 from .create_block import register_block
 from .dynamic_block import mix_branches
@@ -28,6 +29,15 @@ from .validation import check_input, check_positive_int
 
 #: The paper's smallest attention width.
 ODCONV_MIN_RD_CHANNELS = 16
+
+
+def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype autocast computes convolutions in on ``x``'s device, or None where it is off (or has no autocast,
+    like the meta device that counts multiply-adds)."""
+    device = x.device.type
+    if is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return None
 
 
 class OmniAttention(Router):
@@ -150,8 +160,9 @@ class ODConv2d(ExpertConv2d):
         Under autocast the input is cast before it is unfolded, so that the k * k times larger patches are built,
         scaled and differentiated in the low precision the product would cast them to anyway."""
         batch = x.shape[0]
-        if torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
+        dtype = _autocast_dtype(x)
+        if dtype is not None:
+            x = x.to(dtype)
         out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
         patches = unfold_channels_last(x, self.kernel_size, self.stride, self.padding, self.dilation)
         # the scales (B, C_in, taps) in the patches' (taps, C_in) order, the experts' taps likewise
@@ -171,9 +182,10 @@ class ODConv2d(ExpertConv2d):
             out = self._mixed_outputs(x, self._tap_scales(channel, spatial), kernel)
         else:
             experts = self.experts
-            if torch.is_autocast_enabled(x.device.type):
+            dtype = _autocast_dtype(x)
+            if dtype is not None:
                 # the convolution would cast the B per-sample kernels: build them in its dtype instead
-                experts = experts.to(torch.get_autocast_dtype(x.device.type))
+                experts = experts.to(dtype)
             weight = experts.expand(batch, *experts.shape[1:]) if kernel is None else mix_kernels(kernel, experts)
             # a grouped kernel's input channels are (C_in / groups) per group: group g's filters see channels g * n..
             scales = self._tap_scales(channel, spatial).view(batch, self.groups, 1, self.in_channels // self.groups,
