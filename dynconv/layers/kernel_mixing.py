@@ -127,7 +127,7 @@ class _ChannelsLastPatches(torch.autograd.Function):
                 dilation: Tuple[int, int]) -> torch.Tensor:
         ctx.geometry = (pixels.shape, kernel, stride, dilation)
         windows = _windows(pixels, kernel, stride, dilation)
-        return windows.reshape(windows.shape[0], windows.shape[1] * windows.shape[2], -1)
+        return windows.reshape(windows.shape[0], windows.shape[1] * windows.shape[2], math.prod(windows.shape[3:]))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -164,7 +164,7 @@ def unfold_channels_last(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple
     if torch.is_grad_enabled() and pixels.requires_grad and not exporting():
         return _ChannelsLastPatches.apply(pixels, kernel, stride, dilation)
     windows = _windows(pixels, kernel, stride, dilation)  # exported graphs keep to standard operators
-    return windows.reshape(windows.shape[0], windows.shape[1] * windows.shape[2], -1)
+    return windows.reshape(windows.shape[0], windows.shape[1] * windows.shape[2], math.prod(windows.shape[3:]))
 
 
 def mix_kernels(routing: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:

@@ -166,10 +166,10 @@ class ODConv2d(ExpertConv2d):
         out_h, out_w = output_size(x.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
         patches = unfold_channels_last(x, self.kernel_size, self.stride, self.padding, self.dilation)
         # the scales (B, C_in, taps) in the patches' (taps, C_in) order, the experts' taps likewise
-        patches = patches * scales.transpose(1, 2).reshape(batch, 1, -1).to(x.dtype)
+        patches = patches * scales.transpose(1, 2).reshape(batch, 1, patches.shape[-1]).to(x.dtype)
         outputs = self.num_experts * self.out_channels
         experts = self.weight.view(outputs, self.in_channels, -1).transpose(1, 2).reshape(outputs, -1).to(x.dtype)
-        out = patches.reshape(batch * out_h * out_w, -1) @ experts.t()
+        out = patches.reshape(batch * out_h * out_w, patches.shape[-1]) @ experts.t()
         out = out.view(batch, out_h, out_w, outputs).permute(0, 3, 1, 2)
         return out if kernel is None else mix_branches(out, kernel)
 
