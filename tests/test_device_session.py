@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# slow: the device script's stages, each a training subprocess; one xdist worker, so that the shared session of
-# the module fixture runs once, not once per worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("device_session")]
+pytestmark = pytest.mark.slow  # the device script's stages, each a training subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

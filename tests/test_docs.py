@@ -23,7 +23,6 @@ def built_docs(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("docs_build")  # with the browser check on one xdist worker: the build runs once
 def test_docs_build_without_warnings(built_docs):
     html = built_docs
     assert html is not None, "the Sphinx build failed or warned: see the captured output"
@@ -110,7 +109,6 @@ def test_the_readmes_python_snippets_run():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("docs_build")
 def test_the_docs_render_in_a_browser_without_missing_images_broken_links_or_console_errors(built_docs, tmp_path):
     if check_docs_browser.find_chromium() is None:
         pytest.skip("no Chromium here (apt install chromium): the browser check is skipped")

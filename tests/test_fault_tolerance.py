@@ -19,9 +19,7 @@ from cifar10_recipe.config import resolve_config
 from cifar10_recipe.run_manager import STOPPED_EXIT_STATUS
 from tests.threads import run_threads
 
-# slow: training runs killed, stopped and resumed; one xdist worker, so that the uninterrupted run they are compared
-# with trains once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fault_tolerance")]
+pytestmark = pytest.mark.slow  # training runs killed, stopped and resumed
 
 HERE = Path(__file__).parent
 TIMING_KEYS = {"elapsed_s", "train_s", "images_per_s"}
