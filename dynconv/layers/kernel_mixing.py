@@ -107,17 +107,18 @@ def output_size(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[in
                  for s, k, st, p, d in zip(size, kernel, stride, padding, dilation, strict=True))
 
 
-def _windows(pixels: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+def _patches(pixels: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
              dilation: Tuple[int, int]) -> torch.Tensor:
-    """(B, H_p, W_p, C) padded channels-last pixels -> (B, H', W', kh, kw, C), a view: windows of (k - 1) * d + 1 rows
-    and columns, every d-th taken."""
+    """(B, H_p, W_p, C) padded channels-last pixels -> (B, H' * W', kh * kw * C): windows of (k - 1) * d + 1 rows and
+    columns (views), every d-th taken, copied once."""
     windows = pixels.unfold(1, (kernel[0] - 1) * dilation[0] + 1, stride[0])
     windows = windows.unfold(2, (kernel[1] - 1) * dilation[1] + 1, stride[1])[..., ::dilation[0], ::dilation[1]]
-    return windows.permute(0, 1, 2, 4, 5, 3)
+    batch, out_h, out_w, channels = windows.shape[:4]
+    return windows.permute(0, 1, 2, 4, 5, 3).reshape(batch, out_h * out_w, kernel[0] * kernel[1] * channels)
 
 
 class _ChannelsLastPatches(torch.autograd.Function):
-    """The windows copied to (B, H' * W', kh * kw * C); the gradient adds each tap's slice back onto the pixels.
+    """:func:`_patches`, whose gradient adds each tap's slice back onto the pixels.
 
     Autograd's own gradient of the two ``unfold`` views takes two scattering passes, 2-3x slower on CPU, and in bf16
     accumulates in bf16; this one takes kh * kw slice additions into a float32 buffer (about half-ulp accurate)."""
@@ -126,17 +127,14 @@ class _ChannelsLastPatches(torch.autograd.Function):
     def forward(ctx, pixels: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
                 dilation: Tuple[int, int]) -> torch.Tensor:
         ctx.geometry = (pixels.shape, kernel, stride, dilation)
-        windows = _windows(pixels, kernel, stride, dilation)
-        return windows.reshape(windows.shape[0], windows.shape[1] * windows.shape[2], math.prod(windows.shape[3:]))
+        return _patches(pixels, kernel, stride, dilation)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         shape, kernel, stride, dilation = ctx.geometry
-        batch, _, _, channels = shape
+        out_h, out_w = output_size(shape[1:3], kernel, stride, (0, 0), dilation)
         grad_pixels = grad.new_zeros(shape, dtype=torch.promote_types(grad.dtype, torch.float32))
-        out_h, out_w = output_size(shape[1:3], kernel, (1, 1), (0, 0), dilation)
-        out_h, out_w = (out_h - 1) // stride[0] + 1, (out_w - 1) // stride[1] + 1
-        grad = grad.reshape(batch, out_h, out_w, kernel[0], kernel[1], channels)
+        grad = grad.reshape(shape[0], out_h, out_w, kernel[0], kernel[1], shape[3])
         for i in range(kernel[0]):
             for j in range(kernel[1]):
                 top, left = i * dilation[0], j * dilation[1]
@@ -163,8 +161,7 @@ def unfold_channels_last(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple
         pixels = F.pad(pixels, (0, 0, padding[1], padding[1], padding[0], padding[0]))
     if torch.is_grad_enabled() and pixels.requires_grad and not exporting():
         return _ChannelsLastPatches.apply(pixels, kernel, stride, dilation)
-    windows = _windows(pixels, kernel, stride, dilation)  # exported graphs keep to standard operators
-    return windows.reshape(windows.shape[0], windows.shape[1] * windows.shape[2], math.prod(windows.shape[3:]))
+    return _patches(pixels, kernel, stride, dilation)  # exported graphs keep to standard operators
 
 
 def mix_kernels(routing: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
